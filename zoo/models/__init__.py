@@ -1,0 +1,1 @@
+"""Encoder architectures. Each module registers its presets in ``zoo.registry``."""

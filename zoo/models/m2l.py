@@ -1,0 +1,163 @@
+"""The M2L 2022 tutorial's Transformer encoder, in Flax NNX.
+
+Numerics follow ``shared/design/haiku-original.md`` exactly (post-LN blocks, LayerNorm
+eps 1e-5 with the exact two-pass variance, -1e9 key-padding mask, embeddings scaled by
+sqrt(d_model), no weight tying), so a converted Haiku checkpoint gives the same logits.
+
+One deliberate difference from the tutorial: its sinusoidal table was all zeros (a
+discarded ``.at[].set()``), so ``positional`` is a switch: ``"none"`` reproduces the
+published checkpoint, ``"sinusoidal"`` is what new models should use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Positional = Literal["sinusoidal", "none"]
+
+MASK_VALUE = -1e9  # the original's fill value for padded keys
+LAYER_NORM_EPS = 1e-5  # Haiku's LayerNorm default; NNX defaults to 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class M2LConfig:
+    """Hyper-parameters of an M2L-style post-LN encoder."""
+
+    vocab_size: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    max_len: int = 128
+    dropout: float = 0.1
+    positional: Positional = "sinusoidal"
+
+    def __post_init__(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}"
+            )
+        if self.positional not in ("sinusoidal", "none"):
+            raise ValueError(
+                f"positional={self.positional!r}: expected 'sinusoidal' or 'none'"
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the features the encoder hands to a head (architecture-neutral name)."""
+        return self.d_model
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def layer_norm(num_features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """A LayerNorm with Haiku's numerics (eps 1e-5, exact variance)."""
+    return nnx.LayerNorm(
+        num_features, epsilon=LAYER_NORM_EPS, use_fast_variance=False, rngs=rngs
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
+    """The Vaswani et al. position table, computed once in NumPy (no parameters)."""
+    position = np.arange(max_len, dtype=np.float32)[:, None]
+    div_term = np.exp(np.arange(0, d_model, 2, dtype=np.float32) * -(math.log(10000.0) / d_model))
+    table = np.zeros((max_len, d_model), dtype=np.float32)
+    table[:, 0::2] = np.sin(position * div_term)
+    table[:, 1::2] = np.cos(position * div_term)[:, : d_model // 2]
+    table.flags.writeable = False  # shared through the cache
+    return table
+
+
+class MultiHeadAttention(nnx.Module):
+    """Self-attention with separate Q/K/V/output projections and a key-padding mask."""
+
+    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.output = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+        batch, length, d_model = x.shape
+        d_head = d_model // self.num_heads
+
+        def heads(t):  # (B, S, D) -> (B, H, S, d_head); head h owns features h*d_head...
+            return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d_head)
+        scores = jnp.where(key_mask[:, None, None, :] == 0, MASK_VALUE, scores)
+        weights = jax.nn.softmax(scores, axis=-1)
+        context = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+        return self.output(context.transpose(0, 2, 1, 3).reshape(batch, length, d_model))
+
+
+class FeedForward(nnx.Module):
+    """Linear(d_ff) -> ReLU -> Dropout -> Linear(d_model)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, *, rngs: nnx.Rngs):
+        self.inner = nnx.Linear(d_model, d_ff, rngs=rngs)
+        self.outer = nnx.Linear(d_ff, d_model, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        return self.outer(self.dropout(jax.nn.relu(self.inner(x)), rngs=rngs))
+
+
+class EncoderBlock(nnx.Module):
+    """Post-LN block: x = LN1(x + Drop(MHA(x))); x = LN2(x + Drop(FF(x)))."""
+
+    def __init__(self, config: M2LConfig, *, rngs: nnx.Rngs):
+        self.attention = MultiHeadAttention(config.d_model, config.num_heads, rngs=rngs)
+        self.attention_norm = layer_norm(config.d_model, rngs)
+        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.dropout, rngs=rngs)
+        self.feed_forward_norm = layer_norm(config.d_model, rngs)
+        self.dropout = nnx.Dropout(config.dropout)
+
+    def __call__(self, x, key_mask, *, rngs: nnx.Rngs | None = None):
+        x = self.attention_norm(x + self.dropout(self.attention(x, key_mask), rngs=rngs))
+        return self.feed_forward_norm(
+            x + self.dropout(self.feed_forward(x, rngs=rngs), rngs=rngs)
+        )
+
+
+class M2LEncoder(nnx.Module):
+    """Token ids (B, S) and a padding mask (B, S) -> hidden states (B, S, d_model)."""
+
+    def __init__(self, config: M2LConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed = nnx.Embed(
+            config.vocab_size,
+            config.d_model,
+            embedding_init=nnx.initializers.truncated_normal(stddev=1.0),
+            rngs=rngs,
+        )
+        self.dropout = nnx.Dropout(config.dropout)
+        self.blocks = nnx.List([EncoderBlock(config, rngs=rngs) for _ in range(config.num_layers)])
+
+    def __call__(self, input_ids, attention_mask, *, rngs: nnx.Rngs | None = None):
+        length = input_ids.shape[-1]
+        if length > self.config.max_len:
+            raise ValueError(
+                f"sequence length {length} exceeds the model's max_len {self.config.max_len}; "
+                "truncate when tokenising"
+            )
+        x = self.embed(input_ids) * math.sqrt(self.config.d_model)
+        if self.config.positional == "sinusoidal":
+            # A trace-time constant, not a parameter: never in a checkpoint or the optimizer.
+            x = x + sinusoidal_table(self.config.max_len, self.config.d_model)[:length]
+        x = self.dropout(x, rngs=rngs)
+        for block in self.blocks:
+            x = block(x, attention_mask, rngs=rngs)
+        return x
