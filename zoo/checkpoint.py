@@ -59,21 +59,29 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
     return tree
 
 
-def module_params(module: nnx.Module, prefix: str = "") -> dict[str, Any]:
-    """The module's ``nnx.Param`` values as {'path': array} (abstract or concrete)."""
-    state = nnx.state(module, nnx.Param)
+def state_values(state: nnx.State, prefix: str = "") -> dict[str, Any]:
+    """An NNX state as {'path': value}; works for modules' and optimizers' states alike."""
     return {
         prefix + "/".join(map(str, path)): var.get_value()
         for path, var in nnx.to_flat_state(state)
     }
 
 
-def assign_params(module: nnx.Module, flat: Mapping[str, Any], prefix: str = "") -> None:
-    """Write {'path': array} into the module's params in place (paths must already match)."""
-    state = nnx.state(module, nnx.Param)
+def fill_state(state: nnx.State, flat: Mapping[str, Any], prefix: str = "") -> nnx.State:
+    """Write {'path': array} into ``state`` in place (strictly check ``flat`` first)."""
     for path, var in nnx.to_flat_state(state):
         var.set_value(jax.numpy.asarray(flat[prefix + "/".join(map(str, path))]))
-    nnx.update(module, state)
+    return state
+
+
+def module_params(module: nnx.Module, prefix: str = "") -> dict[str, Any]:
+    """The module's ``nnx.Param`` values as {'path': array} (abstract or concrete)."""
+    return state_values(nnx.state(module, nnx.Param), prefix)
+
+
+def assign_params(module: nnx.Module, flat: Mapping[str, Any], prefix: str = "") -> None:
+    """Write {'path': array} into the module's params in place (paths must already match)."""
+    nnx.update(module, fill_state(nnx.state(module, nnx.Param), flat, prefix))
 
 
 def check_tree(

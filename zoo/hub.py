@@ -32,13 +32,18 @@ class HeadInitializedWarning(UserWarning):
     """The requested head was not in the checkpoint and was initialised from the seed."""
 
 
+def cache_root() -> Path:
+    """Where zoo caches tokenizers and tokenised data: ``$ZOO_CACHE_DIR`` or ``~/.cache/zoo``."""
+    env = os.environ.get("ZOO_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo"
+
+
 def weights_store() -> Path:
     """The local weights store: ``$ZOO_WEIGHTS_DIR`` or ``~/.cache/zoo/weights``."""
     env = os.environ.get("ZOO_WEIGHTS_DIR")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "zoo" / "weights"
+    return Path(env).expanduser() if env else cache_root() / "weights"
 
 
 def model_directory(path: str | Path) -> Path | None:

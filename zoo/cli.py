@@ -1,0 +1,172 @@
+"""``python -m zoo``: list, train, evaluate, predict, baseline, pretrain.
+
+Errors a user can fix (a bad path, an unknown name, a malformed file) end the program
+with one line on stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str | None,
+                       epochs: float, lr: float) -> None:
+    from zoo.train import TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("--model", default=model, help="registered encoder (zoo list)")
+    if head is not None:
+        parser.add_argument("--head", default=head, help="registered head (zoo list)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--pretrained", action="store_true",
+                       help="start from the encoder's published (or stored) weights")
+    group.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                       help="start from a random initialisation (default)")
+    parser.add_argument("--weights", help="start from this model directory or run")
+    parser.add_argument("--data-dir", help="SST-2 in GLUE's layout (default: $ZOO_SST2_DIR, "
+                        "else the HuggingFace hub)")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--epochs", type=float, default=epochs)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--time-limit", type=float, help="stop training after this many seconds")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--optimizer", choices=["adamw", "adam"], default=defaults.optimizer,
+                        help="adamw: clipping + AdamW with warm-up and decay; adam: the "
+                        "seed's constant-rate adam (use with --lr 5e-5)")
+    parser.add_argument("--lr", type=float, default=lr, dest="learning_rate")
+    parser.add_argument("--schedule", choices=["linear", "cosine", "constant"],
+                        default=defaults.schedule)
+    parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--max-len", type=int)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _config(args, **extra):
+    from zoo.train import TrainConfig
+
+    fields = {f for f in TrainConfig.__dataclass_fields__}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return TrainConfig(**{**values, **extra})
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    from zoo.report import markdown_table
+
+    print(markdown_table(rows, columns))
+
+
+def cmd_list(args) -> int:
+    import zoo
+
+    rows = [{"kind": "model", "name": n, "pretrained weights": "yes" if zoo.get_encoder(n).source
+             else "no", "description": zoo.get_encoder(n).description}
+            for n in zoo.list_models(args.pattern)]
+    rows += [{"kind": "head", "name": n, "pretrained weights": "", "description":
+              zoo.get_head(n).description} for n in zoo.list_heads(args.pattern)]
+    _print_table(rows, ["kind", "name", "pretrained weights", "description"])
+    return 0
+
+
+def cmd_train(args, head: str | None = None) -> int:
+    from zoo.run import train_run
+
+    cfg = _config(args, **({"head": head} if head else {}))
+    summary = train_run(cfg, args.out, resume=args.resume, show_progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    return cmd_train(args, head="mlm")
+
+
+def cmd_evaluate(args) -> int:
+    from zoo.run import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run, args.data_dir), indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import zoo
+
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ValueError("no text given: pass texts as arguments or lines on stdin")
+    model = zoo.load(args.run)
+    for p in model.predict(texts):
+        if args.json:
+            print(json.dumps({"text": p.text, "label": p.label, "probability": p.probability}))
+        else:
+            print(f"{p.label}\t{p.probability:.4f}\t{p.text}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from zoo.baseline import run_baseline
+    from zoo.data import load_sst2
+
+    result = run_baseline(load_sst2(args.data_dir), Path(args.out) if args.out else None,
+                          leaky=args.leaky)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered models and heads")
+    p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. '*v1'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("train", help="fine-tune a registered head on SST-2")
+    _add_training_args(p, model="encoder-m2l-small", head="sst2", epochs=3.0, lr=1e-3)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pretrain", help="masked-LM pre-training on SST-2 sentences or a text file")
+    _add_training_args(p, model="encoder-m2l-small", head=None, epochs=3.0, lr=1e-3)
+    p.add_argument("--text-file", help="one sentence per line (default: SST-2 train sentences)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a run on the dev split")
+    p.add_argument("run")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label and probability per text (or per stdin line)")
+    p.add_argument("run", help="a run directory or model directory")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("baseline", help="TF-IDF + logistic regression on SST-2")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", help="write the report here")
+    p.add_argument("--leaky", action="store_true",
+                   help="fit TF-IDF on train+dev text as the original did (a leak)")
+    p.set_defaults(func=cmd_baseline)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: the latest checkpoint was saved; continue with --resume",
+              file=sys.stderr)
+        return 130
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2

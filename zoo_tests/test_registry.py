@@ -1,0 +1,106 @@
+"""Every registered encoder x head builds, has the documented call contract, and jits.
+
+Parametrised over the registry: a model is tested by being registered.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import zoo
+
+ENCODERS = zoo.list_models()
+HEADS = zoo.list_heads()
+
+
+def _batch(vocab: int, length: int = 12):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, vocab, size=(3, length)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0  # padding
+    mask[2, 3:] = 0
+    ids[mask == 0] = 0
+    return jnp.asarray(ids), jnp.asarray(mask)
+
+
+@pytest.mark.parametrize("head", [None, *HEADS])
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_build_forward_and_jit(encoder, head):
+    model = zoo.build_model(encoder, head, seed=0)
+    config = model.config
+    ids, mask = _batch(config.vocab_size)
+    out = model(ids, mask)
+    expected = {
+        None: (3, 12, config.hidden_size),
+        "mlm": (3, 12, config.vocab_size),
+    }.get(head, (3, model.info.num_classes))
+    assert out.shape == expected
+    assert out.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(out)))
+    jitted = nnx.jit(lambda m, i, a: m(i, a))(model, ids, mask)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(out), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_eval_by_default_and_dropout_needs_rngs(encoder):
+    model = zoo.build_model(encoder, "sst2", seed=0)
+    ids, mask = _batch(model.config.vocab_size)
+    np.testing.assert_array_equal(model(ids, mask), model(ids, mask))  # eval: deterministic
+    model.train()
+    with pytest.raises(ValueError, match="rngs"):
+        model(ids, mask)
+    a = model(ids, mask, rngs=nnx.Rngs(dropout=0))
+    b = model(ids, mask, rngs=nnx.Rngs(dropout=1))
+    assert not np.allclose(a, b)  # dropout is active and keyed by the RNG
+
+
+def test_padding_does_not_change_real_tokens():
+    """Key-padding mask: extra padding leaves the logits of real sequences unchanged."""
+    model = zoo.build_model("encoder-m2l-tiny", "sst2", seed=0)
+    ids, mask = _batch(model.config.vocab_size, 8)
+    padded_ids = jnp.pad(ids, ((0, 0), (0, 8)))
+    padded_mask = jnp.pad(mask, ((0, 0), (0, 8)))
+    np.testing.assert_allclose(model(ids, mask), model(padded_ids, padded_mask), atol=1e-5)
+
+
+def test_classifier_num_classes():
+    model = zoo.build_model("encoder-m2l-tiny", "classifier", num_classes=5)
+    ids, mask = _batch(model.config.vocab_size)
+    assert model(ids, mask).shape == (3, 5)
+    assert model.info.labels == tuple(f"class_{i}" for i in range(5))
+    assert zoo.build_model("encoder-m2l-tiny", "sst2").info.labels == ("negative", "positive")
+
+
+def test_list_with_wildcards():
+    assert "encoder-mlm-v1" in zoo.list_models()
+    assert zoo.list_models("*v1") == ["encoder-mlm-v1"]
+    assert zoo.list_models(pretrained=True) == ["encoder-mlm-v1"]
+    assert zoo.list_models("bert*") == []
+    assert zoo.list_heads("s*") == ["sst2"]
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(KeyError, match="encoder-m2l-tiny"):
+        zoo.load("encoder-m2l-tyni")
+    with pytest.raises(KeyError, match="sst2"):
+        zoo.build_model("encoder-m2l-tiny", "sst")
+
+
+def test_v1_sizes():
+    """The published architecture: the parameter counts of the design note."""
+    mlm = nnx.eval_shape(lambda: zoo.build_model("encoder-mlm-v1", "mlm"))
+    cls = nnx.eval_shape(lambda: zoo.build_model("encoder-mlm-v1", "sst2"))
+    count = lambda m: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    assert count(mlm) == 7_236_648
+    assert count(cls) == 4_011_906
+    assert count(mlm.encoder) == 3_994_880
+    assert mlm.config.positional == "none"
+
+
+def test_sequence_longer_than_max_len_is_refused():
+    model = zoo.build_model("encoder-m2l-tiny", "sst2")
+    n = model.config.max_len + 1
+    with pytest.raises(ValueError, match="max_len"):
+        model(jnp.ones((1, n), jnp.int32), jnp.ones((1, n), jnp.int32))
