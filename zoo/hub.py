@@ -135,8 +135,12 @@ def load(
     weights lack, or one asked for with a different ``num_classes``, is initialised from
     ``seed`` with a ``HeadInitializedWarning``.
     """
-    directory = model_directory(name) if weights is None and ("/" in name or os.sep in name
-                                                                or Path(name).is_dir()) else None
+    looks_like_path = "/" in name or os.sep in name or Path(name).is_dir()
+    directory = model_directory(name) if weights is None and looks_like_path else None
+    if looks_like_path and directory is None:
+        raise WeightsNotFoundError(
+            f"{name!r} is not a zoo model directory or run (no {checkpoint.MANIFEST} there or in "
+            "its model/ subfolder)")
     if directory is not None:
         manifest = checkpoint.read_manifest(directory)
         name = manifest["model"]

@@ -4,7 +4,6 @@ A task turns (model, batch, dropout key) into a scalar loss and a ``clu.metrics.
 update. Filler rows (``batch.weights == 0``, used to keep batch shapes fixed) never count.
 """
 
-from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable

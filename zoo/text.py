@@ -1,0 +1,181 @@
+"""Tokenization: the M2L tutorial's BPE recipe, correct truncation, and on-disk caches.
+
+Training a 25k BPE vocabulary and encoding 67k sentences takes seconds, so both results
+are cached under a content hash: a changed recipe, vocabulary size, corpus, tokenizer or
+``max_len`` gives a new key, never a stale hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import datasets
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers.trainers import BpeTrainer
+
+SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
+SPECIAL_NAMES = ("pad", "cls", "sep", "mask", "unk")
+SUBWORD_PREFIX = "##"
+# Bump when train_tokenizer / tokenize_splits change their output: old cache entries then miss.
+RECIPE_VERSION = 1
+TOKENS_VERSION = 1
+TOKEN_FEATURES = datasets.Features({
+    "input_ids": datasets.List(datasets.Value("int32")),
+    "length": datasets.Value("int32"),
+})
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 25_000) -> Tokenizer:
+    """A BPE tokenizer trained with the tutorial's recipe; encodings are ``[CLS] ... [SEP]``.
+
+    Padding is left off: the batcher pads to length buckets, not to a fixed width.
+    """
+    texts = _checked_texts(texts)
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}"
+        )
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix=SUBWORD_PREFIX))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.decoder = decoders.WordPiece(prefix=SUBWORD_PREFIX)
+    trainer = BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix=SUBWORD_PREFIX,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    ids = special_ids(tokenizer)
+    tokenizer.post_processor = processors.BertProcessing(
+        ("[SEP]", ids["sep"]), ("[CLS]", ids["cls"])
+    )
+    return tokenizer
+
+
+def cached_tokenizer(
+    texts: Sequence[str], vocab_size: int, cache_dir: str | Path
+) -> tuple[Tokenizer, Path]:
+    """``train_tokenizer(texts, vocab_size)``, trained once per (recipe, vocab_size, texts)."""
+    texts = _checked_texts(texts)
+    digest = _digest([f"recipe-{RECIPE_VERSION}", f"vocab-{vocab_size}"], texts)
+    path = Path(cache_dir).expanduser() / f"tokenizer-v{RECIPE_VERSION}-{vocab_size}-{digest}.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path)), path
+    tokenizer = train_tokenizer(texts, vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tokenizer.save(str(tmp))
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    return tokenizer, path
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> list[list[int]]:
+    """Token ids of each text, at most ``max_len`` of them counting ``[CLS]`` and ``[SEP]``.
+
+    Truncation is set on a copy, so the caller's tokenizer is never mutated. (The tutorial's
+    ``enable_truncation(True)`` meant ``max_length=1``, which silently disabled truncation.)
+    """
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
+        raise ValueError(f"max_len must be an int >= 2 (room for [CLS] and [SEP]), got {max_len!r}")
+    texts = _checked_texts(texts)
+    local = Tokenizer.from_str(tokenizer.to_str())
+    local.no_padding()
+    local.enable_truncation(max_length=max_len)
+    ids = [encoding.ids for encoding in local.encode_batch(texts)]
+    too_long = next((i for i, row in enumerate(ids) if len(row) > max_len), None)
+    if too_long is not None:  # a foreign post-processor adding tokens truncation can't see
+        raise ValueError(f"text {too_long} encodes to {len(ids[too_long])} ids > max_len={max_len}")
+    return ids
+
+
+def tokenize_splits(
+    dsd: datasets.DatasetDict,
+    tokenizer: Tokenizer,
+    max_len: int,
+    cache_dir: str | Path,
+    *,
+    text_column: str = "sentence",
+) -> datasets.DatasetDict:
+    """Each split with ``input_ids`` (int32) and ``length`` columns added.
+
+    The token columns of each split are cached under a hash of (tokenizer JSON, ``max_len``,
+    the split's texts), so re-running a script skips encoding; the other columns are taken
+    from ``dsd`` as given.
+    """
+    cache_dir = Path(cache_dir).expanduser()
+    tokenizer_json = tokenizer.to_str()
+    out = {}
+    for split, ds in dsd.items():
+        texts = _checked_texts(ds.with_format("arrow")[text_column].to_pylist())
+        digest = _digest([f"tokens-{TOKENS_VERSION}", tokenizer_json, f"max_len-{max_len}"], texts)
+        path = cache_dir / f"tokens-{split}-{digest}"
+        if not path.is_dir():
+            ids = encode(tokenizer, texts, max_len)
+            tokens = datasets.Dataset.from_dict(
+                {"input_ids": ids, "length": [len(row) for row in ids]}, features=TOKEN_FEATURES
+            )
+            _save_quietly(tokens, path)
+        tokens = datasets.load_from_disk(str(path))
+        base = ds.remove_columns([c for c in TOKEN_FEATURES if c in ds.column_names])
+        out[split] = datasets.concatenate_datasets([base, tokens], axis=1)
+    return datasets.DatasetDict(out)
+
+
+def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    """Ids of the special tokens by short name: pad, cls, sep, mask, unk."""
+    ids = {name: tokenizer.token_to_id(token) for name, token in zip(SPECIAL_NAMES, SPECIAL_TOKENS)}
+    missing = [token for (name, token) in zip(SPECIAL_NAMES, SPECIAL_TOKENS) if ids[name] is None]
+    if missing:
+        raise ValueError(
+            f"the tokenizer lacks special token(s) {', '.join(missing)}; zoo models need all of "
+            f"{' '.join(SPECIAL_TOKENS)} (train one with zoo.text.train_tokenizer)"
+        )
+    return ids
+
+
+def _checked_texts(texts: Iterable[str]) -> list[str]:
+    """``texts`` as a list, refusing a bare string and non-string items (named by index)."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of strings, not a single string")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    return texts
+
+
+def _digest(parts: Sequence[str], texts: Sequence[str]) -> str:
+    """A short content hash; each item is length-prefixed so no two inputs collide by joining."""
+    h = hashlib.sha256()
+    for item in (*parts, *texts):
+        data = item.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:20]
+
+
+def _save_quietly(dataset: datasets.Dataset, path: Path) -> None:
+    """Save to a temporary sibling folder, then rename: a crash never leaves a half-written cache.
+
+    The save's progress bars are silenced: a cache write is not news to the user.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    bars_were_on = not datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        dataset.save_to_disk(str(tmp))
+        try:
+            tmp.rename(path)
+        except OSError:
+            if not path.is_dir():  # not merely "another process got there first"
+                raise
+    finally:
+        if bars_were_on:
+            datasets.utils.enable_progress_bars()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,132 @@
+"""Bucketed batching: deterministic plans, exactly-once coverage, fixed shapes, inert fillers."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+
+from zoo.batching import DEFAULT_BUCKETS, BucketBatcher, buckets_for, pad_to_bucket
+
+BUCKETS = (4, 8, 16)
+BATCH = 8
+PAD = 0
+
+
+def make_examples(n: int = 203, seed: int = 0) -> tuple[list[list[int]], list[int]]:
+    """Examples of length 2..16 whose tokens (>= 5) can be told from padding."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 17, size=n)
+    return [list(rng.integers(5, 100, size=k)) for k in lengths], list(rng.integers(0, 2, size=n))
+
+
+@pytest.fixture
+def batcher() -> BucketBatcher:
+    ids, labels = make_examples()
+    return BucketBatcher(ids, labels, batch_size=BATCH, buckets=BUCKETS, pad_id=PAD)
+
+
+def test_buckets_for():
+    assert buckets_for(128) == DEFAULT_BUCKETS
+    assert buckets_for(64) == (16, 32, 64)
+    assert buckets_for(100) == (16, 32, 64, 100)
+    assert buckets_for(8) == (8,)
+
+
+def test_too_long_example_is_named():
+    with pytest.raises(ValueError, match="example 1 has 17 tokens"):
+        BucketBatcher([[1, 2], [1] * 17], None, batch_size=2, buckets=BUCKETS)
+
+
+def test_epoch_plan_is_a_function_of_seed_and_epoch(batcher):
+    def as_lists(plan):
+        return [b.tolist() for b in plan]
+
+    assert as_lists(batcher.epoch_plan(3, seed=7)) == as_lists(batcher.epoch_plan(3, seed=7))
+    assert as_lists(batcher.epoch_plan(3, seed=7)) != as_lists(batcher.epoch_plan(4, seed=7))
+    assert as_lists(batcher.epoch_plan(3, seed=7)) != as_lists(batcher.epoch_plan(3, seed=8))
+
+
+def test_epoch_plan_covers_every_example_once_in_single_bucket_batches(batcher):
+    for epoch in range(3):
+        plan = batcher.epoch_plan(epoch, seed=0)
+        assert len(plan) == batcher.steps_per_epoch
+        seen = np.concatenate(plan)
+        assert np.array_equal(np.sort(seen), np.arange(len(batcher)))
+        assert all(len(set(batcher.bucket_of[b].tolist())) == 1 for b in plan)
+    # batch order is shuffled across buckets, not bucket after bucket
+    buckets_in_order = [int(batcher.bucket_of[b[0]]) for b in batcher.epoch_plan(0, seed=0)]
+    assert buckets_in_order != sorted(buckets_in_order)
+
+
+def test_training_batches_have_fixed_shapes_and_inert_fillers(batcher):
+    shapes = set()
+    for indices in batcher.epoch_plan(0, seed=1):
+        batch = batcher.make_batch(indices)
+        shapes.add(batch.input_ids.shape)
+        assert batch.input_ids.shape[0] == BATCH
+        assert batch.attention_mask.shape == batch.input_ids.shape
+        assert batch.input_ids.dtype == np.int32 and batch.attention_mask.dtype == np.int32
+        assert batch.labels.dtype == np.int32 and batch.weights.dtype == np.float32
+        assert batch.indices.dtype == np.int64
+        real = batch.indices >= 0
+        assert real.sum() == len(indices) == batch.num_real
+        assert np.array_equal(batch.weights, real.astype(np.float32))
+        assert np.all(batch.labels[~real] == 0)
+        assert np.all(batch.input_ids[~real] == PAD)
+        assert np.all(batch.attention_mask[~real, 0] == 1)
+        assert np.all(batch.attention_mask[~real, 1:] == 0)
+        assert np.all(batch.attention_mask.sum(axis=1) >= 1)  # no fully masked row
+    assert len(shapes) <= len(BUCKETS)
+
+
+def test_make_batch_contents(batcher):
+    ids, labels = make_examples()
+    indices = np.array([i for i in range(len(ids)) if 4 < len(ids[i]) <= 8][:5])
+    batch = batcher.make_batch(indices)
+    assert batch.input_ids.shape == (BATCH, 8)
+    for row, i in enumerate(indices):
+        n = len(ids[i])
+        assert batch.input_ids[row, :n].tolist() == ids[i]
+        assert np.all(batch.input_ids[row, n:] == PAD)
+        assert batch.attention_mask[row].tolist() == [1] * n + [0] * (8 - n)
+        assert batch.labels[row] == labels[i]
+    with pytest.raises(ValueError, match="1..8"):
+        batcher.make_batch(np.arange(BATCH + 1))
+    with pytest.raises(IndexError):
+        batcher.make_batch(np.array([len(ids)]))
+
+
+def test_eval_plan_covers_each_example_once_in_order(batcher):
+    plan = batcher.eval_plan()
+    seen = np.concatenate(plan)
+    assert np.array_equal(np.sort(seen), np.arange(len(batcher)))
+    for indices in plan:
+        assert np.all(np.diff(indices) > 0) and len(set(batcher.bucket_of[indices].tolist())) == 1
+    assert [b.tolist() for b in plan] == [b.tolist() for b in batcher.eval_plan()]
+    weights = sum(batcher.make_batch(b).weights.sum() for b in plan)
+    assert weights == len(batcher)  # fillers carry no weight
+
+
+def test_padding_fraction_counts_pad_and_filler_slots():
+    batcher = BucketBatcher([[1, 2, 3], [1, 2, 3, 4], [1] * 8], None, batch_size=2, buckets=(4, 8))
+    plan = batcher.eval_plan()  # [0, 1] in bucket 4 (7 of 8 slots), [2] + filler in 8 (8 of 16)
+    assert batcher.padding_fraction(plan) == pytest.approx(1 - 15 / 24)
+    assert np.array_equal(batcher.labels, np.zeros(3, np.int32))
+
+
+def test_accepts_datasets_columns():
+    ds = datasets.Dataset.from_dict({"input_ids": [[1, 2], [1, 2, 3, 4, 5]], "label": [1, 0]})
+    batcher = BucketBatcher(ds["input_ids"], ds["label"], batch_size=2, buckets=BUCKETS)
+    batch = batcher.make_batch(np.array([0, 1]))
+    assert batch.input_ids.shape == (2, 8) and batch.labels.tolist() == [1, 0]
+
+
+def test_pad_to_bucket_uses_smallest_bucket_holding_the_longest():
+    input_ids, mask = pad_to_bucket([[1, 2], [1, 2, 3, 4, 5]], BUCKETS, pad_id=9)
+    assert input_ids.shape == (2, 8) and input_ids.dtype == np.int32
+    assert input_ids[0].tolist() == [1, 2] + [9] * 6
+    assert mask.sum(axis=1).tolist() == [2, 5]
+    assert pad_to_bucket([[1, 2, 3, 4]], BUCKETS)[0].shape == (1, 4)
+    with pytest.raises(ValueError, match="17 tokens"):
+        pad_to_bucket([[1] * 17], BUCKETS)
