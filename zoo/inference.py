@@ -48,7 +48,7 @@ def _check_texts(texts) -> list[str]:
 
 def predict(model, texts, batch_size: int = 256):
     """Label and probability per text. Long texts are truncated to the model's max_len."""
-    from zoo.model import Prediction
+    from zoo.model import Prediction, in_training_mode
     from zoo.text import encode, special_ids
 
     if model.info.head_kind != "classification":
@@ -58,7 +58,7 @@ def predict(model, texts, batch_size: int = 256):
     texts = _check_texts(texts)
     if not texts:
         return []
-    if not all(m.deterministic for _, m in model.iter_modules() if isinstance(m, nnx.Dropout)):
+    if in_training_mode(model):
         raise ValueError("model is in training mode: call model.eval() before predict")
     max_len = model.config.max_len
     buckets = buckets_for(max_len, DEFAULT_BUCKETS)

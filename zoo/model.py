@@ -104,5 +104,16 @@ def build_head(head: str, config: Any, *, num_classes: int | None, seed: int) ->
     return get_head(head).build(config, nnx.Rngs(params=seed + 1), num_classes=num_classes)
 
 
+def in_training_mode(model: nnx.Module) -> bool:
+    """True when some dropout layer is active (after ``model.train()``)."""
+    return any(getattr(m, "deterministic", True) is False for _, m in model.iter_modules())
+
+
+def set_dropout_rate(model: nnx.Module, rate: float) -> None:
+    for _, module in model.iter_modules():
+        if hasattr(module, "deterministic") and hasattr(module, "rate"):
+            module.rate = rate
+
+
 def count_params(module: nnx.Module) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))

@@ -22,7 +22,7 @@ from flax import nnx
 from zoo import checkpoint
 from zoo.batching import DEFAULT_BUCKETS, BucketBatcher, buckets_for
 from zoo.hub import cache_root, load
-from zoo.model import ZooModel, build_model
+from zoo.model import ZooModel, build_model, set_dropout_rate
 from zoo.tasks import MaskingConfig, task_for
 from zoo.train import Evaluator, TrainConfig, Trainer
 
@@ -46,9 +46,7 @@ def make_model(cfg: TrainConfig) -> ZooModel:
     else:
         model = build_model(cfg.model, cfg.head, seed=cfg.seed)
     if cfg.dropout is not None:
-        for _, module in model.iter_modules():
-            if isinstance(module, nnx.Dropout):
-                module.rate = cfg.dropout
+        set_dropout_rate(model, cfg.dropout)
     return model
 
 

@@ -6,7 +6,6 @@ with random non-trivial parameters (so biases and LayerNorm offsets matter), pic
 """
 
 import json
-import math
 
 import jax
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 
 import zoo
 from convert.haiku_to_flax import convert_file
-from zoo.models.m2l import sinusoidal_table
 from zoo_tests import haiku_reference as hr
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-4)
@@ -60,14 +58,13 @@ def test_embeddings_and_first_block_match_haiku(converted, model):
     ids, attention_mask = hr.padded_batch(config)
     mask = hr.mask_3d(attention_mask)
     with jax.default_matmul_precision("float32"):
-        embedded = encoder.embed(ids) * math.sqrt(config.d_model)
-        if config.positional == "sinusoidal":
-            embedded = embedded + sinusoidal_table(config.max_len, config.d_model)[: ids.shape[1]]
+        embedded = encoder.embeddings(ids)
         np.testing.assert_allclose(
             np.asarray(embedded), np.asarray(hidden_fn.apply(params, None, ids, mask, 0)),
             **TOLERANCE)
         np.testing.assert_allclose(
-            np.asarray(encoder.blocks[0](embedded, attention_mask)),
+            np.asarray(encoder.blocks[0](embedded.reshape(-1, config.d_model), attention_mask)
+                       .reshape(embedded.shape)),
             np.asarray(hidden_fn.apply(params, None, ids, mask, 1)), **TOLERANCE)
 
 
