@@ -23,3 +23,17 @@ def tests(session):
     """The test suite (CPU, a few minutes)."""
     session.install(".[test]")
     session.run("pytest", *(session.posargs or ["-q"]), env=_env())
+
+
+@nox.session
+def sst2(session):
+    """The main job: baseline, random init, published and own pre-training on SST-2, one table."""
+    session.install(".")
+    session.run("python", "-m", "zoo.experiment", *session.posargs, env=_env())
+
+
+@nox.session
+def bench(session):
+    """The benchmark of issue #4: Haiku original vs zoo (`-- --quick` for a fast smoke run)."""
+    session.install(".[bench]")
+    session.run("python", "-m", "zoo.bench", *session.posargs, env=_env())

@@ -28,17 +28,27 @@ register_encoder(EncoderSpec(
     name="encoder-m2l-small",
     config=M2LConfig(
         vocab_size=25_000, d_model=128, num_layers=6, num_heads=8, d_ff=256,
-        max_len=128, dropout=0.1, positional="sinusoidal",
+        max_len=128, dropout=0.1, positional="sinusoidal", embed_init_stddev=128**-0.5,
     ),
     module=M2LEncoder,
     description="The v1 architecture with working sinusoidal positions, for training from scratch.",
 ))
 
 register_encoder(EncoderSpec(
+    name="encoder-m2l-mini",
+    config=M2LConfig(
+        vocab_size=25_000, d_model=128, num_layers=2, num_heads=4, d_ff=512,
+        max_len=128, dropout=0.1, positional="sinusoidal", embed_init_stddev=128**-0.5,
+    ),
+    module=M2LEncoder,
+    description="Two wide-FF M2L blocks: trains from scratch on a laptop CPU in minutes.",
+))
+
+register_encoder(EncoderSpec(
     name="encoder-m2l-tiny",
     config=M2LConfig(
         vocab_size=512, d_model=32, num_layers=2, num_heads=4, d_ff=64,
-        max_len=64, dropout=0.1, positional="sinusoidal",
+        max_len=64, dropout=0.1, positional="sinusoidal", embed_init_stddev=32**-0.5,
     ),
     module=M2LEncoder,
     description="A tiny M2L encoder for fast tests.",

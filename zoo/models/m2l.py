@@ -39,6 +39,10 @@ class M2LConfig:
     max_len: int = 128
     dropout: float = 0.1
     positional: Positional = "sinusoidal"
+    # The original draws embeddings from N(0, 1) and multiplies them by sqrt(d_model): the
+    # scaled vectors are ~11x larger than the positions and move slowly at Adam's step
+    # sizes. New presets draw from N(0, 1/d_model), so scaled vectors have unit scale.
+    embed_init_stddev: float = 1.0
 
     def __post_init__(self):
         if self.d_model % self.num_heads:
@@ -171,7 +175,7 @@ class M2LEncoder(nnx.Module):
         self.embed = nnx.Embed(
             config.vocab_size,
             config.d_model,
-            embedding_init=nnx.initializers.truncated_normal(stddev=1.0),
+            embedding_init=nnx.initializers.truncated_normal(stddev=config.embed_init_stddev),
             rngs=rngs,
         )
         self.dropout = Dropout(config.dropout)

@@ -1,0 +1,40 @@
+"""`python -m zoo.bench --quick` end to end on the tiny preset (needs dm-haiku and SST-2)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("haiku")
+
+from zoo import bench, get_encoder  # noqa: E402
+from zoo.batching import buckets_for  # noqa: E402
+
+SST2 = bench._data_dir(None)
+
+
+@pytest.mark.skipif(SST2 is None or not Path(SST2).is_dir(), reason="SST-2 files not available")
+def test_quick_bench_end_to_end(tmp_path, capsys):
+    runs = tmp_path / "sst2"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "metrics.jsonl").write_text(
+        json.dumps({"step": 10, "split": "dev", "accuracy": 0.7, "time": 5.0}) + "\n"
+        + json.dumps({"step": 20, "split": "train", "accuracy": 0.9, "time": 9.0}) + "\n"
+        + json.dumps({"step": 20, "split": "dev", "accuracy": 0.81, "time": 10.5}) + "\n")
+    assert bench.main(["--quick", "--out", tmp_path / "out", "--sst2-runs", runs]) == 0
+
+    result = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert (tmp_path / "out" / "bench.md").read_text().startswith("# zoo benchmark")
+    assert "## Train step" in capsys.readouterr().out
+    sections = result["sections"]
+    assert set(sections) == set(bench.TITLES)
+    for name, section in sections.items():
+        numbers = [r.get("median", r.get("value")) for r in section["rows"]]
+        numbers = [x for x in numbers if isinstance(x, (int, float))]
+        assert numbers and all(x > 0 for x in numbers), (name, section["rows"])
+    reached = sections["time_to_accuracy"]["rows"][0]
+    assert reached["value"] == 10.5 and reached["met"]
+    compiled = next(r for r in sections["epoch"]["rows"] if r["measure"].startswith("compiled"))
+    buckets = buckets_for(get_encoder(bench.QUICK.model).config.max_len)
+    assert 0 < compiled["value"] <= len(buckets) and compiled["met"]
+    assert result["header"]["device"] and result["header"]["versions"]["dm-haiku"]
