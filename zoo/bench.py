@@ -746,30 +746,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quick_compile_cache() -> None:
+def _quick_compile_cache() -> dict:
     """Quick mode only: a persistent compilation cache, so the memory children (which compile
-    the programs the parent already compiled) start fast. Full mode compiles everything."""
+    the programs the parent already compiled) start fast. Full mode compiles everything.
+    Returns the previous settings (``main`` restores them: the config is process-global)."""
     import jax
 
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    previous = {name: getattr(jax.config, name) for name in names}
     path = os.environ.setdefault("ZOO_BENCH_JAX_CACHE",
                                  str(Path(tempfile.gettempdir()) / "zoo-bench-jax-cache"))
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return previous
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(None if argv is None else [str(a) for a in argv])
     _require_haiku()
     settings = QUICK if args.quick else FULL
-    if settings.quick:
-        _quick_compile_cache()
-    data_dir = _data_dir(args.data_dir)
-    if args.part:
-        return run_part(args.part, settings, data_dir)
-    result = run_bench(settings, Path(args.out), data_dir, Path(args.sst2_runs))
-    print(render(result))
-    return 0
+    previous = _quick_compile_cache() if settings.quick else {}
+    try:
+        data_dir = _data_dir(args.data_dir)
+        if args.part:
+            return run_part(args.part, settings, data_dir)
+        result = run_bench(settings, Path(args.out), data_dir, Path(args.sst2_runs))
+        print(render(result))
+        return 0
+    finally:
+        if previous:
+            import jax
+
+            for name, value in previous.items():
+                jax.config.update(name, value)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,35 @@ def test_pretrained_false_is_random_and_seeded():
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(zoo.WeightsNotFoundError, match="not a zoo model directory"):
         zoo.load(TINY, weights=tmp_path)
+
+
+def test_download_then_convert_into_the_store(store, monkeypatch, tmp_path):
+    """The hub path end to end, with the 'download' served from local files."""
+    from zoo_tests import haiku_reference as hr
+
+    config = zoo.get_encoder("encoder-mlm-v1").config
+    logits_fn, _, params = hr.reference_params(config, "mlm")
+    published = tmp_path / "hub"
+    published.mkdir()
+    hr.write_2022_pickle(published / "v1_mlm_train_state_362000.pkl",
+                         hr.make_training_state(params))
+    from zoo.text import train_tokenizer
+
+    train_tokenizer(["a small corpus for a tokenizer"] * 3, vocab_size=64).save(
+        str(published / "v1_en_tokenizer_1M.json"))
+    calls = []
+
+    def fake_download(source, destination):
+        calls.append(source.repo_id)
+        return (published / source.checkpoint, published / source.tokenizer)
+
+    monkeypatch.setattr("zoo.hub._download_files", fake_download)
+    model = zoo.load("encoder-mlm-v1", head="mlm")
+    assert calls == ["morenolq/m2l_2022_nlp"]
+    assert (store / "encoder-mlm-v1" / "zoo.json").is_file()
+    assert model.tokenizer is not None
+    ids, mask = hr.padded_batch(config)
+    want = logits_fn.apply(params, None, ids, hr.mask_3d(mask))
+    np.testing.assert_allclose(np.asarray(model(ids, mask)), np.asarray(want), rtol=1e-5, atol=1e-4)
+    zoo.load("encoder-mlm-v1", head="mlm")  # now from the store: no second download
+    assert calls == ["morenolq/m2l_2022_nlp"]
