@@ -14,24 +14,30 @@ import numpy as np
 from flax import nnx
 
 from zoo.batching import DEFAULT_BUCKETS, buckets_for, pad_to_bucket
+from zoo.model import in_training_mode
 
-_SPLIT_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-_probabilities = jax.jit(
-    lambda state, ids, mask, *, graph: jax.nn.softmax(nnx.merge(graph, state)(ids, mask), -1),
-    static_argnames="graph",
-)
+_FORWARD_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _split(model):
-    """(graph, state) of ``model``, re-split only when its parameters were replaced."""
-    leaves = tuple(id(x) for x in jax.tree.leaves(nnx.state(model)))
-    cached = _SPLIT_CACHE.get(model)
-    if cached is None or cached[0] != leaves:
+def _forward(model):
+    """(jitted probabilities(state, ids, mask), state) for ``model``, built once per model.
+
+    The split state holds the model's own Variable objects, so in-place parameter updates
+    (training, ``nnx.update``) show through; only replacing a submodule forces a re-split.
+    The graph is taken in eval mode: prediction never applies dropout.
+    """
+    parts = (model.encoder, model.head)
+    cached = _FORWARD_CACHE.get(model)
+    if cached is None or any(a is not b for a, b in zip(cached[0], parts)):
+        training = in_training_mode(model)
+        model.eval()
         graph, state = nnx.split(model)
-        cached = (leaves, graph, state)
-        _SPLIT_CACHE[model] = cached
+        if training:
+            model.train()
+        # The graph is closed over, not a static argument: hashing it costs ~2 ms a call.
+        probabilities = jax.jit(
+            lambda state, ids, mask: jax.nn.softmax(nnx.merge(graph, state)(ids, mask), -1))
+        cached = _FORWARD_CACHE[model] = (parts, probabilities, state)
     return cached[1], cached[2]
 
 
@@ -48,7 +54,7 @@ def _check_texts(texts) -> list[str]:
 
 def predict(model, texts, batch_size: int = 256):
     """Label and probability per text. Long texts are truncated to the model's max_len."""
-    from zoo.model import Prediction, in_training_mode
+    from zoo.model import Prediction
     from zoo.text import encode, special_ids
 
     if model.info.head_kind != "classification":
@@ -58,12 +64,10 @@ def predict(model, texts, batch_size: int = 256):
     texts = _check_texts(texts)
     if not texts:
         return []
-    if in_training_mode(model):
-        raise ValueError("model is in training mode: call model.eval() before predict")
     max_len = model.config.max_len
     buckets = buckets_for(max_len, DEFAULT_BUCKETS)
     pad = special_ids(model.tokenizer)["pad"]
-    graph, state = _split(model)
+    probabilities_fn, state = _forward(model)
     token_ids = encode(model.tokenizer, texts, max_len)
     order = np.argsort([len(t) for t in token_ids], kind="stable")  # similar lengths together
     probabilities = np.empty((len(texts), model.info.num_classes), np.float32)
@@ -74,7 +78,7 @@ def predict(model, texts, batch_size: int = 256):
         ids = np.pad(ids, ((0, rows - len(chunk)), (0, 0)), constant_values=pad)
         mask = np.pad(mask, ((0, rows - len(chunk)), (0, 0)))
         mask[len(chunk):, 0] = 1
-        probabilities[chunk] = np.asarray(_probabilities(state, ids, mask, graph=graph))[:len(chunk)]
+        probabilities[chunk] = np.asarray(probabilities_fn(state, ids, mask))[:len(chunk)]
     labels = model.info.labels
     return [
         Prediction(text, labels[int(p.argmax())], float(p.max()),

@@ -83,14 +83,32 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> list[lis
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
         raise ValueError(f"max_len must be an int >= 2 (room for [CLS] and [SEP]), got {max_len!r}")
     texts = _checked_texts(texts)
-    local = Tokenizer.from_str(tokenizer.to_str())
-    local.no_padding()
-    local.enable_truncation(max_length=max_len)
+    local = _truncating_copy(tokenizer, max_len)
     ids = [encoding.ids for encoding in local.encode_batch(texts)]
     too_long = next((i for i, row in enumerate(ids) if len(row) > max_len), None)
     if too_long is not None:  # a foreign post-processor adding tokens truncation can't see
         raise ValueError(f"text {too_long} encodes to {len(ids[too_long])} ids > max_len={max_len}")
     return ids
+
+
+_TRUNCATING: dict[tuple[int, int], tuple[Tokenizer, Tokenizer]] = {}
+
+
+def _truncating_copy(tokenizer: Tokenizer, max_len: int) -> Tokenizer:
+    """A truncating, non-padding copy of ``tokenizer``, made once per (tokenizer, max_len).
+
+    Copying costs about a millisecond, which one-sentence ``predict`` calls would feel.
+    """
+    key = (id(tokenizer), max_len)
+    cached = _TRUNCATING.get(key)
+    if cached is None or cached[0] is not tokenizer:
+        local = Tokenizer.from_str(tokenizer.to_str())
+        local.no_padding()
+        local.enable_truncation(max_length=max_len)
+        if len(_TRUNCATING) >= 16:
+            _TRUNCATING.clear()
+        cached = _TRUNCATING[key] = (tokenizer, local)
+    return cached[1]
 
 
 def tokenize_splits(
