@@ -109,7 +109,10 @@ def test_no_published_weights_says_what_to_do(store):
 
 
 def test_offline_error_names_the_command(store, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import: set the constant as well
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(zoo.WeightsNotFoundError) as err:
         zoo.load("encoder-mlm-v1")
     message = str(err.value)

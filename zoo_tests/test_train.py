@@ -63,12 +63,12 @@ def test_dev_metrics_equal_a_numpy_computation(sst2_slice, tmp_path):
     train_run(_cfg(sst2_slice, max_steps=15), tmp_path / "run", show_progress=False)
     model = zoo.load(str(tmp_path / "run"))
     dev = zoo.data.load_sst2(sst2_slice)["validation"]
-    token_ids = zoo.text.encode(model.tokenizer, dev["sentence"], model.config.max_len)
-    logits = []
-    for ids in token_ids:  # one example at a time, no padding at all
-        row = np.asarray(ids)[None]
-        logits.append(np.asarray(model(row, np.ones_like(row)))[0])
-    logits = np.stack(logits)
+    max_len = 32  # the run's max_len (see _cfg)
+    token_ids = zoo.text.encode(model.tokenizer, dev["sentence"], max_len)
+    ids = np.zeros((len(token_ids), max_len), np.int32)  # one shape, no buckets, no filler rows
+    for row, seq in enumerate(token_ids):
+        ids[row, :len(seq)] = seq
+    logits = np.asarray(model(ids, (ids != 0).astype(np.int32)))
     labels = np.asarray(dev["label"])
     shifted = logits - logits.max(-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
