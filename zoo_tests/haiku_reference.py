@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import pickle
 import sys
 import types
@@ -39,6 +38,7 @@ from convert.haiku_original import (  # noqa: F401
     mask_3d,
     mlm_head,
     positional_encoding,
+    random_params,
 )
 
 
@@ -188,23 +188,11 @@ def write_2022_pickle(path: str | Path, state: TrainingState, variant: str = "ja
 def reference_params(config, head: str = "mlm", *, num_classes: int = 2, seed: int = 0):
     """(logits_fn, hidden_fn, params): the Haiku model with random params (cached).
 
-    Shapes and names come from Haiku (``eval_shape`` of its init, nothing compiled); values
-    are NumPy draws at Haiku's init scales, with non-zero biases and LayerNorm offsets and
-    scales != 1 so that a swapped or dropped parameter shows in the outputs.
+    The values are ``convert.haiku_original.random_params``: Haiku's names and init scales,
+    non-zero biases and offsets, scales != 1.
     """
     logits_fn, hidden_fn = build_haiku_model(config, head, num_classes)
-    ids, attention_mask = padded_batch(config, batch=1, length=4)
-    shapes = jax.eval_shape(logits_fn.init, jax.random.PRNGKey(seed), ids,
-                            mask_3d(attention_mask))
-    rng = np.random.default_rng(seed)
-
-    def draw(name, shape):
-        stddev = {"w": 1 / math.sqrt(shape.shape[0]), "embeddings": 1.0}.get(name, 0.1)
-        centre = 1.0 if name == "scale" else 0.0
-        return (centre + stddev * rng.standard_normal(shape.shape)).astype(np.float32)
-
-    params = {module: {name: draw(name, shape) for name, shape in sorted(leaves.items())}
-              for module, leaves in sorted(shapes.items())}
+    params = random_params(config, head, num_classes=num_classes, seed=seed)
     return logits_fn, hidden_fn, params
 
 
