@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsNotFoundError as err:
         print(f"\n== published MLM encoder: skipped\n{err}", flush=True)
         rows.append(_row("published MLM encoder", None,
-                         "weights unavailable offline: see README, 'Published weights'"))
+                         "weights unavailable offline: see README, 'Converting the tutorial's Haiku checkpoint'"))
 
     pretrained = run("own-pretraining-mlm", PRETRAIN)
     finetuned = run("own-pretraining", FINETUNE_OWN,

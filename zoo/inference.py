@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from zoo.batching import DEFAULT_BUCKETS, buckets_for, pad_to_bucket
+from zoo.batching import buckets_for, pad_to_bucket
 from zoo.model import in_training_mode
 
 _FORWARD_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -52,7 +52,7 @@ def _check_texts(texts) -> list[str]:
     return list(texts)
 
 
-def predict(model, texts, batch_size: int = 256):
+def predict(model, texts, batch_size: int = 64):
     """Label and probability per text. Long texts are truncated to the model's max_len."""
     from zoo.model import Prediction
     from zoo.text import encode, special_ids
@@ -65,7 +65,9 @@ def predict(model, texts, batch_size: int = 256):
     if not texts:
         return []
     max_len = model.config.max_len
-    buckets = buckets_for(max_len, DEFAULT_BUCKETS)
+    # Finer than training's buckets: texts are sorted by length, so each chunk pads only to
+    # its own longest text rounded up to 8 (a few more compiled shapes, far less padding).
+    buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))
     pad = special_ids(model.tokenizer)["pad"]
     probabilities_fn, state = _forward(model)
     token_ids = encode(model.tokenizer, texts, max_len)

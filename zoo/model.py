@@ -64,7 +64,7 @@ class ZooModel(nnx.Module):
     def config(self):
         return self.info.config
 
-    def predict(self, texts: str | Sequence[str], batch_size: int = 256) -> list[Prediction]:
+    def predict(self, texts: str | Sequence[str], batch_size: int = 64) -> list[Prediction]:
         """Label and probability for each text (a classifier with a tokenizer only)."""
         from zoo.inference import predict
 

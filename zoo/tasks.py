@@ -70,7 +70,10 @@ class MaskingConfig:
     vocab_size: int
     special_ids: tuple[int, ...]
     rate: float = 0.15
-    max_fraction: float = 0.25  # capacity of the gathered positions, a fraction of B*S
+    # Capacity of the gathered positions, as a fraction of the B*S slots. Only real tokens
+    # are drawn (at ``rate``), so a capacity of ``rate`` slots overflows only if nearly every
+    # slot is real and the draw runs high; positions past it are corrupted but not scored.
+    max_fraction: float = 0.15
 
 
 def mask_tokens(batch, key, cfg: MaskingConfig):
