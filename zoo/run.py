@@ -32,7 +32,6 @@ EVAL_BATCH_SIZE = 64  # small batches run faster on CPU (cache-sized activations
 @dataclasses.dataclass
 class PreparedData:
     tokenizer: object
-    tokenizer_path: Path
     train: BucketBatcher
     dev: BucketBatcher
     dev_labels: np.ndarray | None
@@ -55,18 +54,16 @@ def _tokenizer_for(model: ZooModel, texts: list[str], cfg: TrainConfig):
     from zoo.text import cached_tokenizer
 
     vocab_size = model.config.vocab_size
-    if model.tokenizer is not None:
-        tokenizer = model.tokenizer
-        path = None
-    else:
-        tokenizer, path = cached_tokenizer(
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        tokenizer, _ = cached_tokenizer(
             texts, cfg.vocab_size or vocab_size, cache_root() / "tokenizers")
     if tokenizer.get_vocab_size() > vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.get_vocab_size()} tokens but {cfg.model} embeds "
             f"only {vocab_size}"
         )
-    return tokenizer, path
+    return tokenizer
 
 
 def prepare_data(model: ZooModel, cfg: TrainConfig) -> PreparedData:
@@ -79,11 +76,11 @@ def prepare_data(model: ZooModel, cfg: TrainConfig) -> PreparedData:
     kind = model.info.head_kind
     if kind == "mlm" and cfg.text_file:
         lines = read_text_lines(cfg.text_file)
-        tokenizer, path = _tokenizer_for(model, lines, cfg)
+        tokenizer = _tokenizer_for(model, lines, cfg)
         train_ids = encode(tokenizer, lines, max_len)
         dev_ids = encode(tokenizer, dataset["validation"]["sentence"], max_len)
     else:
-        tokenizer, path = _tokenizer_for(model, dataset["train"]["sentence"], cfg)
+        tokenizer = _tokenizer_for(model, dataset["train"]["sentence"], cfg)
         tokenized = tokenize_splits(dataset, tokenizer, max_len, cache_root() / "datasets")
         train_ids, dev_ids = tokenized["train"]["input_ids"], tokenized["validation"]["input_ids"]
     ids = special_ids(tokenizer)
@@ -105,7 +102,7 @@ def prepare_data(model: ZooModel, cfg: TrainConfig) -> PreparedData:
                           pad_id=ids["pad"])
     dev = BucketBatcher(dev_ids, dev_labels, batch_size=EVAL_BATCH_SIZE, buckets=buckets,
                         pad_id=ids["pad"])
-    return PreparedData(tokenizer, path, train, dev, dev_labels, masking)
+    return PreparedData(tokenizer, train, dev, dev_labels, masking)
 
 
 def _save_tokenizer(tokenizer, run_dir: Path) -> Path:

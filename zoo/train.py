@@ -11,21 +11,18 @@ functions of the seed and the step).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 from zoo import checkpoint
-from zoo.batching import BucketBatcher, buckets_for
+from zoo.batching import BucketBatcher
 from zoo.model import ZooModel, in_training_mode
 from zoo.tasks import MaskingConfig, Task, task_for
 

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import pytest
 
 from zoo import bench, get_encoder
 from zoo.batching import buckets_for
