@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -305,9 +306,13 @@ class Trainer:
                 if over_time:
                     break
         except KeyboardInterrupt:
-            self.save("latest")
             bar.close()
             log.close()
+            try:
+                self.save("latest")
+            except RuntimeError as err:  # interrupted inside a step: its inputs were donated
+                warnings.warn(f"interrupted mid-step ({err}); the latest checkpoint is the one "
+                              "saved at the last evaluation")
             raise
         bar.close()
         log.close()
