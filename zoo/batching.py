@@ -142,9 +142,11 @@ class BucketBatcher:
 
 
 def pad_to_bucket(
-    token_ids_list: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int = 0
+    token_ids_list: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int = 0,
+    num_rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One ad-hoc batch (inference): rows padded to the smallest bucket holding the longest."""
+    """One ad-hoc batch (inference): rows padded to the smallest bucket holding the longest,
+    and to ``num_rows`` rows with filler rows when given (fewer compiled shapes)."""
     if len(token_ids_list) == 0:
         raise ValueError("pad_to_bucket needs at least one sequence")
     buckets = _checked_buckets(buckets)
@@ -154,7 +156,8 @@ def pad_to_bucket(
             f"a sequence has {longest} tokens, more than the largest bucket {buckets[-1]}"
         )
     length = buckets[int(np.searchsorted(buckets, longest, side="left"))]
-    return _pad_rows(token_ids_list, len(token_ids_list), length, pad_id)
+    rows = len(token_ids_list) if num_rows is None else max(num_rows, len(token_ids_list))
+    return _pad_rows(token_ids_list, rows, length, pad_id)
 
 
 def _pad_rows(

@@ -75,11 +75,8 @@ def predict(model, texts, batch_size: int = 64):
     probabilities = np.empty((len(texts), model.info.num_classes), np.float32)
     for start in range(0, len(texts), batch_size):
         chunk = order[start:start + batch_size]
-        ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad)
-        rows = _bucket_rows(len(chunk), batch_size)
-        ids = np.pad(ids, ((0, rows - len(chunk)), (0, 0)), constant_values=pad)
-        mask = np.pad(mask, ((0, rows - len(chunk)), (0, 0)))
-        mask[len(chunk):, 0] = 1
+        ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad,
+                                  num_rows=_bucket_rows(len(chunk), batch_size))
         probabilities[chunk] = np.asarray(probabilities_fn(state, ids, mask))[:len(chunk)]
     labels = model.info.labels
     return [
