@@ -36,4 +36,4 @@ def sst2(session):
 def bench(session):
     """The benchmark of issue #4: Haiku original vs zoo (`-- --quick` for a fast smoke run)."""
     session.install(".[bench]")
-    session.run("python", "-m", "zoo.bench", *session.posargs, env=_env())
+    session.run("python", "-m", "benchmarks.bench", *session.posargs, env=_env())

@@ -3,188 +3,18 @@
     python -m convert.haiku_to_flax v1_mlm_train_state_362000.pkl \\
         --tokenizer v1_en_tokenizer_1M.json [--model encoder-mlm-v1] [--head sst2] [--out DIR]
 
-The pickle is read by ``convert.safe_unpickle`` (allow-listed globals, no haiku/jax/optax
-import). Parameters are mapped by *name* through ``HAIKU_TO_ZOO`` (never by position: a
-state that went through ``jax.jit`` has sorted keys), checked against the abstract target
-model (missing, unexpected, mis-shaped and unmappable keys in one report), and written
-with ``zoo.checkpoint.save_model_dir``. The optimizer state (Adam ``mu``/``nu``/``count``)
-is ignored: the zoo stores parameters only, and fine-tuning starts a fresh optimizer.
-
-The head is recognised from the module names: ``dec_lin_1``/``dec_norm``/``dec_lin_2`` is
-the masked-LM head (stored as ``mlm``); top-level ``linear``/``layer_norm``/``linear_1`` is
-the ``[CLS]`` classifier (stored as ``--head``, default ``sst2``; the number of classes
-comes from the final kernel).
+A thin command line over ``zoo.models.m2l.convert`` (allow-listed unpickling, one name table,
+a strict report); see that module for what is checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
-from typing import Mapping
 
-import numpy as np
-from flax import nnx
-
-import zoo
-from convert.safe_unpickle import load_checkpoint
-from zoo import checkpoint
-from zoo.model import build_head, build_model
-
-CONVERTER_VERSION = "1"
-DEFAULT_MODEL = "encoder-mlm-v1"
-DEFAULT_CLASSIFIER_HEAD = "sst2"
-
-# The one mapping table: Haiku module -> zoo module path. ``{i}`` is the block index
-# (Haiku names block 0 ``encoder_block`` and block i ``encoder_block_i``); ``{head}`` is
-# the name the head is stored under.
-_BLOCK = "transformer_encoder/~/encoder_block{suffix}/~/"
-HAIKU_TO_ZOO = {
-    "embeddings/~/embed": "encoder/embed",
-    _BLOCK + "multihead_attention/~/linear": "encoder/blocks/{i}/attention/query",
-    _BLOCK + "multihead_attention/~/linear_1": "encoder/blocks/{i}/attention/key",
-    _BLOCK + "multihead_attention/~/linear_2": "encoder/blocks/{i}/attention/value",
-    _BLOCK + "multihead_attention/~/linear_3": "encoder/blocks/{i}/attention/output",
-    _BLOCK + "layer_norm": "encoder/blocks/{i}/attention_norm",
-    _BLOCK + "positionwise_feed_forward/~/linear": "encoder/blocks/{i}/feed_forward/inner",
-    _BLOCK + "positionwise_feed_forward/~/linear_1": "encoder/blocks/{i}/feed_forward/outer",
-    _BLOCK + "layer_norm_1": "encoder/blocks/{i}/feed_forward_norm",
-    "dec_lin_1": "heads/{head}/dense",  # masked-LM head
-    "dec_norm": "heads/{head}/norm",
-    "dec_lin_2": "heads/{head}/decoder",
-    "linear": "heads/{head}/dense",  # [CLS] classification head
-    "layer_norm": "heads/{head}/norm",
-    "linear_1": "heads/{head}/classifier",
-}
-# Haiku parameter -> NNX parameter (hk.Linear w/b, hk.LayerNorm scale/offset, hk.Embed).
-PARAM_NAMES = {"w": "kernel", "b": "bias", "scale": "scale", "offset": "bias",
-               "embeddings": "embedding"}
-HEAD_MODULES = {"mlm": ("dec_lin_1", "dec_norm", "dec_lin_2"),
-                "classification": ("linear", "layer_norm", "linear_1")}
-
-
-def _module_patterns() -> list[tuple[re.Pattern, str]]:
-    patterns = []
-    for haiku, zoo_path in HAIKU_TO_ZOO.items():
-        regex = re.escape(haiku).replace(re.escape("{suffix}"), r"(?:_(?P<i>[1-9]\d*))?")
-        patterns.append((re.compile(f"^{regex}$"), zoo_path))
-    return patterns
-
-
-_PATTERNS = _module_patterns()
-
-
-def detect_heads(params: Mapping[str, Mapping]) -> tuple[str, ...]:
-    """The kinds of head whose modules appear in the checkpoint."""
-    return tuple(kind for kind, modules in HEAD_MODULES.items()
-                 if any(module in params for module in modules))
-
-
-def map_params(
-    params: Mapping[str, Mapping[str, np.ndarray]], head_names: Mapping[str, str]
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """({zoo path: array}, [Haiku keys the table cannot map]); ``head_names``: kind -> name."""
-    module_kind = {m: kind for kind, modules in HEAD_MODULES.items() for m in modules}
-    converted, unmapped = {}, []
-    for module, leaves in params.items():
-        target = None
-        for pattern, zoo_path in _PATTERNS:
-            match = pattern.match(module)
-            if match:
-                head = head_names.get(module_kind.get(module, ""), "")
-                target = zoo_path.format(i=int(match.groupdict().get("i") or 0), head=head)
-                break
-        for name, value in leaves.items():
-            if target is None or name not in PARAM_NAMES:
-                unmapped.append(f"{module}/{name} {tuple(value.shape)}")
-            else:
-                converted[f"{target}/{PARAM_NAMES[name]}"] = value
-    return converted, sorted(unmapped)
-
-
-def _head_names(kinds: tuple[str, ...], head: str | None) -> dict[str, str]:
-    """The name each detected head is stored under; ``head`` renames the one of its kind."""
-    names = {"mlm": "mlm", "classification": DEFAULT_CLASSIFIER_HEAD}
-    if head is not None:
-        kind = zoo.get_head(head).kind
-        if kind not in kinds:
-            raise ValueError(
-                f"--head {head} is a {kind} head, but the checkpoint holds "
-                f"{', '.join(kinds) or 'no head'}"
-            )
-        names[kind] = head
-    return {kind: names[kind] for kind in kinds}
-
-
-def _expected_params(model: str, heads: Mapping[str, int | None]) -> dict:
-    """Abstract (shape-only) params of the target encoder and heads ({name: num_classes})."""
-    config = zoo.get_encoder(model).config
-    encoder = nnx.eval_shape(lambda: build_model(model)).encoder
-    expected = checkpoint.module_params(encoder, "encoder/")
-    for name, num_classes in heads.items():
-        head = nnx.eval_shape(lambda: build_head(name, config, num_classes=num_classes, seed=0))
-        expected |= checkpoint.module_params(head, f"heads/{name}/")
-    return expected
-
-
-def _check(expected, converted, unmapped: list[str], source: str) -> None:
-    """One report for everything wrong: missing, unexpected, mis-shaped, unmappable."""
-    report = []
-    try:
-        checkpoint.check_tree(expected, converted, source=source)
-    except checkpoint.CheckpointMismatchError as err:
-        report.append(str(err))
-    if unmapped:
-        report = report or [f"{source} does not fit the model:"]
-        report.append(f"  {len(unmapped)} Haiku keys with no zoo name:")
-        report.extend(f"    {key}" for key in unmapped)
-    if report:
-        raise checkpoint.CheckpointMismatchError("\n".join(report))
-
-
-def convert_file(
-    path: str | Path,
-    out: str | Path | None = None,
-    tokenizer: str | Path | None = None,
-    model: str = DEFAULT_MODEL,
-    head: str | None = None,
-) -> Path:
-    """Convert a pickled Haiku training state into a model directory; return its path.
-
-    ``out`` defaults to ``zoo.weights_store() / model``, where ``zoo.load(model)`` finds it.
-    """
-    spec = zoo.get_encoder(model)
-    params, info = load_checkpoint(path)
-    kinds = detect_heads(params)
-    names = _head_names(kinds, head)
-    converted, unmapped = map_params(params, names)
-
-    heads_manifest, num_classes = {}, {}
-    for kind, name in names.items():
-        if kind == "mlm":
-            heads_manifest[name], num_classes[name] = {"kind": "mlm"}, None
-            continue
-        kernel = params.get("linear_1", {}).get("w")
-        n = int(kernel.shape[-1]) if kernel is not None else zoo.get_head(name).num_classes
-        heads_manifest[name] = {"kind": "classification", "num_classes": n,
-                                "labels": list(zoo.get_head(name).label_names(n))}
-        num_classes[name] = n
-
-    _check(_expected_params(model, num_classes), converted, unmapped,
-           source=f"{info.file} (as {model})")
-
-    default_head = names.get("classification") or names.get("mlm")
-    manifest = {
-        "model": model,
-        "config": spec.config.to_dict(),
-        "heads": heads_manifest,
-        "default_head": default_head,
-        "source": {"file": info.file, "sha256": info.sha256, "kind": "haiku-training-state"},
-        "converter_version": CONVERTER_VERSION,
-    }
-    out = Path(out) if out is not None else zoo.weights_store() / model
-    return checkpoint.save_model_dir(out, converted, manifest, tokenizer=tokenizer)
+from convert._cli import run
+from zoo.models.m2l.convert import DEFAULT_CLASSIFIER_HEAD, DEFAULT_MODEL, convert_file
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -198,32 +28,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="registered encoder preset")
     parser.add_argument("--head", help=f"name for the checkpoint's head (classifier default: "
                                        f"{DEFAULT_CLASSIFIER_HEAD})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out when it already holds a zoo model directory")
     return parser
-
-
-def _one_line(err: Exception) -> str:
-    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    if isinstance(err, checkpoint.CheckpointMismatchError):
-        return message  # the multi-line report is the message
-    return " ".join(str(message).split()) or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
+
+    def work():
         if args.tokenizer is not None and not args.tokenizer.is_file():
-            raise FileNotFoundError(f"tokenizer {args.tokenizer} not found")
-        out = convert_file(args.checkpoint, out=args.out, tokenizer=args.tokenizer,
-                           model=args.model, head=args.head)
-        manifest = checkpoint.read_manifest(out)
-    except Exception as err:  # a CLI: one line, no traceback
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 1
-    heads = ", ".join(f"{name} ({meta['kind']})" for name, meta in manifest["heads"].items())
-    print(f"converted {args.checkpoint.name} -> {out}\n"
-          f"  model {manifest['model']}, heads: {heads or 'none'}, "
-          f"{manifest['num_params']:,} parameters")
-    return 0
+            raise FileNotFoundError(f"--tokenizer {args.tokenizer}: file not found")
+        return convert_file(args.checkpoint, out=args.out, tokenizer=args.tokenizer,
+                            model=args.model, head=args.head, overwrite=args.overwrite)
+
+    return run(work, source=args.checkpoint.name)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,18 @@
     >>> logits = model(input_ids, attention_mask)        # (B, 2)
 """
 
-from zoo import catalog as _catalog  # noqa: F401  (registers the presets)
-from zoo.checkpoint import CheckpointMismatchError
+from zoo import heads as _heads  # noqa: F401  (registers the heads)
+from zoo import models as _models  # noqa: F401  (registers the families and their presets)
+from zoo.checkpoint import CheckpointMismatchError, IntegrityError
 from zoo.hub import HeadInitializedWarning, WeightsNotFoundError, load, weights_store
-from zoo.model import ModelInfo, Prediction, ZooModel, build_model
+from zoo.inference import Prediction
+from zoo.model import ModelInfo, ZooModel, build_model
 from zoo.registry import get_encoder, get_head, list_heads, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointMismatchError", "HeadInitializedWarning", "ModelInfo", "Prediction",
+    "CheckpointMismatchError", "HeadInitializedWarning", "IntegrityError", "ModelInfo", "Prediction",
     "WeightsNotFoundError", "ZooModel", "build_model", "get_encoder", "get_head",
     "list_heads", "list_models", "load", "weights_store",
 ]

@@ -14,6 +14,7 @@ unexpected may be present, and all problems are reported in one error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -23,13 +24,15 @@ import jax
 import numpy as np
 from flax import nnx
 
+from zoo.errors import ConfigError, ZooError
+
 FORMAT = "zoo-model/1"
 MANIFEST = "zoo.json"
 PARAMS = "params"
 TOKENIZER = "tokenizer.json"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ZooError, ValueError):
     """Raised with a full report when a checkpoint does not fit the model."""
 
 
@@ -113,56 +116,168 @@ def check_tree(
 # ---------------------------------------------------------------------------- directory I/O
 
 
+class IntegrityError(ZooError, ValueError):
+    """A stored file does not match the checksum recorded when it was written."""
+
+
+def file_checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, keyed by '/'-joined relative path."""
+    sums = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        sums[path.relative_to(root).as_posix()] = digest.hexdigest()
+    return sums
+
+
+def verify_checksums(root: Path, recorded: Mapping[str, str], *, what: str) -> None:
+    """Fail with one line naming the first file that is missing, extra or altered."""
+    found = file_checksums(root)
+    for name in sorted(set(recorded) | set(found)):
+        if name not in found:
+            raise IntegrityError(f"{root / name}: missing ({what} is incomplete)")
+        if name not in recorded:
+            raise IntegrityError(f"{root / name}: not part of {what} (unexpected file)")
+        if found[name] != recorded[name]:
+            raise IntegrityError(
+                f"{root / name}: checksum mismatch, the file is corrupted (sha256 "
+                f"{found[name][:12]}..., recorded {recorded[name][:12]}...); restore it or "
+                f"re-create {what}")
+
+
+def is_model_dir(path: Path) -> bool:
+    """True when ``path`` holds a zoo model directory (its manifest names our format)."""
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def save_model_dir(
     directory: str | Path,
     params: Mapping[str, Any],
     manifest: Mapping[str, Any],
-    tokenizer: str | Path | None = None,
-    overwrite: bool = True,
+    tokenizer: Any = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a model directory atomically (to a sibling temp dir, then rename).
+    """Write a model directory atomically: into a new temporary sibling, then rename.
 
-    ``params`` is flat: {'encoder/...': array, 'heads/<name>/...': array}.
+    ``params`` is flat: {'encoder/...': array, 'heads/<name>/...': array}; ``tokenizer``
+    is a ``tokenizers.Tokenizer`` or the path of a ``tokenizer.json``. An existing
+    ``directory`` is replaced only when it is empty, or when it is itself a zoo model
+    directory and ``overwrite`` is set; anything else is refused, so no user file is lost.
     """
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).expanduser().resolve()
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tree = unflatten({k: np.asarray(v) for k, v in params.items()})
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(tmp / PARAMS, tree)
-        checkpointer.wait_until_finished()
-    manifest = {"format": FORMAT, **manifest}
-    manifest["num_params"] = int(sum(np.size(v) for v in params.values()))
-    manifest["tokenizer"] = TOKENIZER if tokenizer else None
-    if tokenizer:
-        shutil.copyfile(tokenizer, tmp / TOKENIZER)
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    if directory.exists():
-        if not overwrite:
-            raise FileExistsError(f"{directory} already exists")
-        shutil.rmtree(directory)
-    tmp.rename(directory)
+    from zoo.fsutil import atomic_directory
+
+    directory = Path(directory).expanduser().absolute()
+    with atomic_directory(directory, overwrite=overwrite, owned=is_model_dir,
+                          what="a zoo model directory") as tmp:
+        tree = unflatten({k: np.asarray(v) for k, v in params.items()})
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(tmp / PARAMS, tree)
+            checkpointer.wait_until_finished()
+        manifest = {"format": FORMAT, **manifest}
+        manifest["num_params"] = int(sum(np.size(v) for v in params.values()))
+        manifest["tokenizer"] = TOKENIZER if tokenizer is not None else None
+        if tokenizer is not None:
+            if hasattr(tokenizer, "to_str"):
+                (tmp / TOKENIZER).write_text(tokenizer.to_str())
+            else:
+                shutil.copyfile(tokenizer, tmp / TOKENIZER)
+        manifest["checksums"] = {f"{PARAMS}/{k}": v
+                                 for k, v in file_checksums(tmp / PARAMS).items()}
+        if tokenizer is not None:
+            manifest["checksums"][TOKENIZER] = file_checksums(tmp)[TOKENIZER]
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return directory
 
 
+def save_converted(directory: str | Path, converted, overwrite: bool = False) -> Path:
+    """Write a family's ``registry.Converted`` result as a model directory."""
+    return save_model_dir(directory, converted.params, converted.manifest(),
+                          tokenizer=converted.tokenizer, overwrite=overwrite)
+
+
+def verify_model_dir(directory: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Check every recorded checksum (directories written before checksums pass unchecked)."""
+    recorded = manifest.get("checksums")
+    if recorded is None:
+        return
+    directory = Path(directory)
+    params = {k[len(PARAMS) + 1:]: v for k, v in recorded.items() if k.startswith(PARAMS + "/")}
+    verify_checksums(directory / PARAMS, params, what=f"the model directory {directory}")
+    if TOKENIZER in recorded:
+        _verify_one(directory / TOKENIZER, recorded[TOKENIZER])
+
+
+def _verify_one(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise IntegrityError(f"{path}: missing (the model directory is incomplete)")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        raise IntegrityError(f"{path}: checksum mismatch, the file is corrupted")
+
+
 def read_manifest(directory: str | Path) -> dict:
+    """The manifest of a model directory, validated (types, names, heads, labels, paths)."""
     directory = Path(directory).expanduser()
     path = directory / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
             f"{directory} is not a zoo model directory: {MANIFEST} is missing "
-            "(convert a Haiku pickle with `python -m convert.haiku_to_flax CKPT.pkl --out DIR`)"
+            "(convert a checkpoint with a command from convert/, or export a run)"
         )
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    validate_manifest(manifest, path)
     return manifest
+
+
+def validate_manifest(manifest: Any, path: Path | str) -> None:
+    """Raise ``ConfigError`` naming ``path`` and the field for anything malformed."""
+    def bad(message: str):
+        raise ConfigError(f"{path}: {message}")
+
+    if not isinstance(manifest, dict):
+        bad(f"expected a JSON object, found {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        bad(f"format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(manifest.get("model"), str) or not manifest["model"]:
+        bad("'model' must be a registered model name (a non-empty string)")
+    if not isinstance(manifest.get("config"), dict):
+        bad("'config' must be a JSON object")
+    heads = manifest.get("heads", {})
+    if not isinstance(heads, dict):
+        bad("'heads' must be a JSON object {name: {kind, ...}}")
+    for name, meta in heads.items():
+        if not isinstance(meta, dict) or meta.get("kind") not in ("mlm", "classification"):
+            bad(f"heads.{name}: expected {{\"kind\": \"mlm\" | \"classification\", ...}}")
+        if meta["kind"] == "classification":
+            n = meta.get("num_classes")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+                bad(f"heads.{name}.num_classes must be an integer >= 2, got {n!r}")
+            labels = meta.get("labels")
+            if labels is not None and (not isinstance(labels, list) or len(labels) != n
+                                       or not all(isinstance(x, str) for x in labels)):
+                bad(f"heads.{name}.labels must be {n} strings (one per class), got {labels!r}")
+    default = manifest.get("default_head")
+    if default is not None and default not in heads:
+        bad(f"default_head {default!r} is not one of the stored heads {sorted(heads)}")
+    tokenizer = manifest.get("tokenizer")
+    if tokenizer is not None:
+        if not isinstance(tokenizer, str) or not tokenizer or "/" in tokenizer \
+                or "\\" in tokenizer or tokenizer in (".", ".."):
+            bad(f"'tokenizer' must be a file name inside the model directory, got {tokenizer!r}")
+    checksums = manifest.get("checksums")
+    if checksums is not None and not (
+            isinstance(checksums, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in checksums.items())):
+        bad("'checksums' must map file names to sha256 strings")
 
 
 def stored_shapes(directory: str | Path) -> dict[str, jax.ShapeDtypeStruct]:

@@ -38,7 +38,9 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
     parser.add_argument("--optimizer", choices=["adamw", "adam"], default=defaults.optimizer,
                         help="adamw: clipping + AdamW with warm-up and decay; adam: the "
                         "seed's constant-rate adam (use with --lr 5e-5)")
-    parser.add_argument("--lr", type=float, default=lr, dest="learning_rate")
+    parser.add_argument("--lr", type=float, dest="learning_rate",
+                        help="peak learning rate (default: 1e-3 from a random init, the "
+                        "model's fine-tuning default from pre-trained weights, e.g. 5e-5 for BERT)")
     parser.add_argument("--schedule", choices=["linear", "cosine", "constant"],
                         default=defaults.schedule)
     parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction)
@@ -159,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoo.checkpoint import CheckpointMismatchError
+    from zoo.errors import USER_ERRORS, one_line
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the latest checkpoint was saved; continue with --resume",
               file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err) if not isinstance(err, CheckpointMismatchError) else err}",
+              file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import datasets
 
+from zoo.errors import ZooError
+
 SST2_ENV = "ZOO_SST2_DIR"
 SST2_LABELS = ("negative", "positive")
 # split name -> (GLUE file name, expected header)
@@ -35,11 +37,11 @@ _GUIDANCE = (
 )
 
 
-class DataFormatError(ValueError):
+class DataFormatError(ZooError, ValueError):
     """A data file is malformed; the message names the file and, where there is one, the line."""
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(ZooError, FileNotFoundError):
     """The data could be found neither locally nor on the hub."""
 
 

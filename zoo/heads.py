@@ -1,7 +1,17 @@
-"""Task heads: they read an encoder's hidden states (B, S, hidden_size).
+"""Task heads, architecture-neutral: they read an encoder's hidden states (B, S, hidden_size).
 
-Heads know nothing about a particular architecture: they take ``hidden_size`` (and
-``vocab_size`` for the MLM head) so a BERT-family encoder can reuse them.
+A head takes what it needs from the encoder's config — ``hidden_size``, ``vocab_size``,
+``layer_norm_eps``, and two small style fields:
+
+- ``classifier_style``: how position 0 becomes class logits.
+  ``"relu-norm"`` (the M2L original): Linear -> ReLU -> LayerNorm -> Linear;
+  ``"tanh"`` (BERT's pooler): Linear -> tanh -> Dropout -> Linear;
+  ``"relu"`` (DistilBERT's pre-classifier): Linear -> ReLU -> Dropout -> Linear;
+  ``"gelu"`` (ELECTRA's classification head): Linear -> GELU -> Dropout -> Linear.
+- ``mlm_activation``: ``"relu"`` (M2L) or ``"gelu"`` (BERT) between the MLM head's
+  dense layer and its LayerNorm.
+
+The registered heads (``mlm``, ``classifier``, ``sst2``) are defined at the bottom.
 """
 
 from __future__ import annotations
@@ -9,37 +19,97 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from zoo.models.m2l import layer_norm
+from zoo.nn import Dropout, layer_norm
+from zoo.registry import HeadSpec, register_head
+
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "tanh": jax.nn.tanh,
+}
+CLASSIFIER_STYLES = ("relu-norm", "tanh", "relu", "gelu")
 
 
 class MLMHead(nnx.Module):
-    """Linear -> ReLU -> LayerNorm -> Linear(vocab) at each position (no weight tying)."""
+    """Linear -> activation -> LayerNorm -> Linear(vocab) at each position (no weight tying)."""
 
-    def __init__(self, hidden_size: int, vocab_size: int, *, rngs: nnx.Rngs):
+    def __init__(self, hidden_size: int, vocab_size: int, *, activation: str = "relu",
+                 epsilon: float = 1e-5, rngs: nnx.Rngs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MLM activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
+        self.activation = activation
         self.dense = nnx.Linear(hidden_size, hidden_size, rngs=rngs)
-        self.norm = layer_norm(hidden_size, rngs)
+        self.norm = layer_norm(hidden_size, epsilon, rngs)
         self.decoder = nnx.Linear(hidden_size, vocab_size, rngs=rngs)
 
-    def __call__(self, hidden: jax.Array) -> jax.Array:
-        """(..., hidden) -> (..., vocab). Pass only masked positions to save the 25k-way matmul."""
-        return self.decoder(self.norm(jax.nn.relu(self.dense(hidden))))
+    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """(..., hidden) -> (..., vocab). Pass only masked positions to save the vocab matmul."""
+        return self.decoder(self.norm(ACTIVATIONS[self.activation](self.dense(hidden))))
 
 
 class ClassificationHead(nnx.Module):
-    """The original's ``[CLS]`` head: Linear -> ReLU -> LayerNorm at position 0 -> Linear(num_classes).
+    """Position 0 (``[CLS]``) -> class logits, in one of ``CLASSIFIER_STYLES``.
 
-    The original ran the first three layers on every position and then took position 0;
-    they act position-wise, so running them on position 0 alone gives identical numbers.
+    The M2L original ran its first three layers on every position and then took position
+    0; they act position-wise, so running them on position 0 alone gives identical numbers.
     """
 
-    def __init__(self, hidden_size: int, num_classes: int, *, rngs: nnx.Rngs):
+    def __init__(self, hidden_size: int, num_classes: int, *, style: str = "relu-norm",
+                 epsilon: float = 1e-5, dropout: float = 0.1, rngs: nnx.Rngs):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if style not in CLASSIFIER_STYLES:
+            raise ValueError(f"classifier style {style!r}: expected one of {CLASSIFIER_STYLES}")
         self.num_classes = num_classes
+        self.style = style
         self.dense = nnx.Linear(hidden_size, hidden_size, rngs=rngs)
-        self.norm = layer_norm(hidden_size, rngs)
+        if style == "relu-norm":
+            self.norm = layer_norm(hidden_size, epsilon, rngs)
+        else:
+            self.dropout = Dropout(dropout)
         self.classifier = nnx.Linear(hidden_size, num_classes, rngs=rngs)
 
-    def __call__(self, hidden: jax.Array) -> jax.Array:
-        cls = hidden[:, 0]
-        return self.classifier(self.norm(jax.nn.relu(self.dense(cls))))
+    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        x = self.dense(hidden[:, 0])
+        if self.style == "relu-norm":
+            x = self.norm(jax.nn.relu(x))
+        else:
+            x = self.dropout(ACTIVATIONS[self.style](x), rngs=rngs)
+        return self.classifier(x)
+
+
+def mlm_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> MLMHead:
+    return MLMHead(cfg.hidden_size, cfg.vocab_size, activation=cfg.mlm_activation,
+                   epsilon=cfg.layer_norm_eps, rngs=rngs)
+
+
+def classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs) -> ClassificationHead:
+    return ClassificationHead(cfg.hidden_size, num_classes, style=cfg.classifier_style,
+                              epsilon=cfg.layer_norm_eps, dropout=cfg.classifier_dropout,
+                              rngs=rngs)
+
+
+register_head(HeadSpec(
+    name="mlm",
+    kind="mlm",
+    description="Masked-LM head: Linear -> activation -> LayerNorm -> Linear(vocab) per position.",
+    factory=mlm_head,
+))
+
+register_head(HeadSpec(
+    name="classifier",
+    kind="classification",
+    description="Generic [CLS] classification head in the encoder's style; pass num_classes.",
+    factory=classification_head,
+    num_classes=2,
+))
+
+register_head(HeadSpec(
+    name="sst2",
+    kind="classification",
+    description="SST-2 sentiment: the [CLS] classification head with 2 classes.",
+    factory=classification_head,
+    num_classes=2,
+    labels=("negative", "positive"),
+))

@@ -2,13 +2,16 @@
 
 Weights are resolved in this order:
 
-1. ``weights=DIR`` — a model directory (converted checkpoint or fine-tuned run);
+1. ``weights=DIR`` — a zoo model directory (converted checkpoint or fine-tuned run), or a
+   checkpoint in a family's own format that the family recognises (an HF folder for the
+   BERT family, a Haiku pickle for M2L), converted in memory;
 2. the local store ``$ZOO_WEIGHTS_DIR/<name>`` (default ``~/.cache/zoo/weights/<name>``);
-3. the published Haiku pickle, downloaded from the HuggingFace hub and converted once
-   into the store by ``convert.haiku_to_flax`` (an allow-listed unpickler);
-4. otherwise a clear error naming the command to run.
+3. the published weights, fetched and converted once into the store by the model's
+   family (``EncoderSpec.family.fetch``);
+4. otherwise a clear error naming the commands to run.
 
-``load`` itself only ever reads orbax checkpoints and JSON: it never unpickles.
+This module knows no weight format and no family: it reads zoo model directories (orbax
+and JSON) and the ``Converted`` results families hand it.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 from flax import nnx
 
 from zoo import checkpoint
-from zoo.model import ModelInfo, ZooModel, build_head, build_model
-from zoo.registry import EncoderSpec, get_encoder, get_head
+from zoo.model import ZooModel, abstract_encoder, build_head, build_model, model_info
+from zoo.registry import Converted, WeightsNotFoundError, families, get_encoder, get_head
 
-
-class WeightsNotFoundError(FileNotFoundError):
-    """No weights for a model could be found locally or downloaded."""
+__all__ = ["HeadInitializedWarning", "WeightsNotFoundError", "cache_root", "load",
+           "model_directory", "resolve_weights", "weights_store"]
 
 
 class HeadInitializedWarning(UserWarning):
@@ -55,68 +58,48 @@ def model_directory(path: str | Path) -> Path | None:
     return None
 
 
-def _download_files(source, destination: Path) -> tuple[Path, Path | None]:
-    """Fetch the published pickle (and tokenizer) into ``destination``; offline -> error."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as err:  # pragma: no cover - huggingface_hub is a dependency
-        raise WeightsNotFoundError(f"huggingface_hub is not installed ({err})") from None
-    files = [source.checkpoint] + ([source.tokenizer] if source.tokenizer else [])
-    paths = [Path(hf_hub_download(source.repo_id, name, local_dir=destination)) for name in files]
-    return paths[0], (paths[1] if len(paths) > 1 else None)
+def open_foreign(path: str | Path, name: str | None = None) -> Converted | None:
+    """``path`` converted in memory by the first family that recognises its format."""
+    path = Path(path).expanduser()
+    for family in families():
+        if family.open_folder is not None:
+            converted = family.open_folder(path, name)
+            if converted is not None:
+                return converted
+    return None
 
 
-def _fetch_and_convert(name: str, spec: EncoderSpec, store: Path) -> Path:
-    source = spec.source
-    manual = (
-        f"download https://huggingface.co/{source.repo_id}/resolve/main/{source.checkpoint}"
-        + (f" and {source.tokenizer}" if source.tokenizer else "")
-        + f", then run: python -m convert.haiku_to_flax {source.checkpoint} --model {name}"
-        + (f" --tokenizer {source.tokenizer}" if source.tokenizer else "")
-        + f" --out {store / name}"
-    )
-    try:
-        pickle_path, tokenizer_path = _download_files(source, store / ".downloads" / name)
-    except Exception as err:  # offline, hub down, auth: all end the same way
-        raise WeightsNotFoundError(
-            f"no local weights for {name!r} in {store} and the download from "
-            f"{source.repo_id} failed ({type(err).__name__}: {err}). To work offline, "
-            f"{manual} (or pass weights=DIR, or pretrained=False for a random model)"
-        ) from None
-    from convert.haiku_to_flax import convert_file
-
-    convert_file(pickle_path, out=store / name, tokenizer=tokenizer_path, model=name)
-    return store / name
+def _not_weights(path) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"{str(path)!r} is neither a zoo model directory or run (no {checkpoint.MANIFEST} there "
+        "or in its model/ subfolder) nor a checkpoint a model family recognises (e.g. a "
+        "HuggingFace folder with config.json and model.safetensors or pytorch_model.bin)")
 
 
-def resolve_weights(name: str, weights: str | Path | None = None) -> Path:
-    """The model directory holding ``name``'s weights, downloading them if needed."""
+def resolve_weights(name: str, weights: str | Path | None = None) -> Path | Converted:
+    """Where ``name``'s weights are: a model directory, or a ``Converted`` foreign checkpoint.
+
+    Published weights are fetched and converted into the store on first use.
+    """
     if weights is not None:
         found = model_directory(weights)
-        if found is None:
-            raise WeightsNotFoundError(
-                f"weights={str(weights)!r} is not a zoo model directory (no {checkpoint.MANIFEST}"
-                " there or in its model/ subfolder)"
-            )
-        return found
+        if found is not None:
+            return found
+        converted = open_foreign(weights, name)
+        if converted is None:
+            raise _not_weights(weights)
+        return converted
     spec = get_encoder(name)
     store = weights_store()
     if (store / name / checkpoint.MANIFEST).is_file():
         return store / name
-    if spec.source is None:
+    if spec.source is None or spec.family.fetch is None:
         raise WeightsNotFoundError(
             f"{name!r} has no published weights and none are in {store / name}; "
             "use pretrained=False for a randomly initialised model, or weights=DIR"
         )
-    return _fetch_and_convert(name, spec, store)
-
-
-def _load_tokenizer(directory: Path, manifest: dict):
-    if not manifest.get("tokenizer"):
-        return None
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(directory / manifest["tokenizer"]))
+    converted = spec.family.fetch(spec, store / ".downloads" / name)
+    return checkpoint.save_converted(store / name, converted, overwrite=True)
 
 
 def load(
@@ -129,41 +112,79 @@ def load(
 ) -> ZooModel:
     """A ready NNX model, in eval mode.
 
-    ``name`` is a registered encoder (see ``zoo.list_models()``) or a model directory
-    (a converted checkpoint or a fine-tuned run: its stored head is used unless ``head``
-    says otherwise). A head found in the weights is restored; a requested head the
-    weights lack, or one asked for with a different ``num_classes``, is initialised from
-    ``seed`` with a ``HeadInitializedWarning``.
+    ``name`` is a registered encoder (see ``zoo.list_models()``), a model directory (a
+    converted checkpoint or a fine-tuned run: its stored head is used unless ``head`` says
+    otherwise) or a checkpoint folder a family recognises (e.g. a HuggingFace BERT folder).
+    A head found in the weights is restored; a requested head the weights lack, or one
+    asked for with a different ``num_classes``, is initialised from ``seed`` with a
+    ``HeadInitializedWarning``.
     """
-    looks_like_path = "/" in name or os.sep in name or Path(name).is_dir()
-    directory = model_directory(name) if weights is None and looks_like_path else None
-    if looks_like_path and directory is None:
-        raise WeightsNotFoundError(
-            f"{name!r} is not a zoo model directory or run (no {checkpoint.MANIFEST} there or in "
-            "its model/ subfolder)")
-    if directory is not None:
-        manifest = checkpoint.read_manifest(directory)
-        name = manifest["model"]
-        spec = get_encoder(name)
-        config = type(spec.config)(**manifest["config"])
-        if head is None:
-            head = manifest.get("default_head")
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a model name or a path, not {type(name).__name__}")
+    name = os.fspath(name)
+    looks_like_path = "/" in name or os.sep in name or Path(name).exists()
+    if looks_like_path and weights is None:
+        if not pretrained:
+            raise ValueError("pretrained=False makes no sense for a path; pass a model name")
+        found: Path | Converted | None = model_directory(name) or open_foreign(name)
+        if found is None:
+            raise _not_weights(name)
+        explicit_head = head
     else:
         spec = get_encoder(name)
-        config = spec.config
         if not pretrained:
             if weights is not None:
                 raise ValueError("weights=... was given with pretrained=False; drop one")
             return build_model(name, head, num_classes=num_classes, seed=seed)
-        directory = resolve_weights(name, weights)
-        manifest = checkpoint.read_manifest(directory)
-        if manifest.get("model") not in (None, name):
-            warnings.warn(f"{directory} holds {manifest.get('model')!r}, loading it as {name!r}")
-    return _restore(directory, manifest, name, config, head, num_classes, seed)
+        found = resolve_weights(name, weights)
+        explicit_head = head
+    if isinstance(found, Converted):
+        model_name, config, manifest = found.model, found.config, found.manifest()
+        tokenizer = found.tokenizer
+        if not looks_like_path and weights is not None and model_name != name:
+            model_name = _same_family_name(name, model_name)
+    else:
+        manifest = checkpoint.read_manifest(found)
+        checkpoint.verify_model_dir(found, manifest)
+        model_name = manifest["model"]
+        if not looks_like_path and model_name != name:
+            # Loading as another preset: that preset's architecture, checked strictly.
+            warnings.warn(f"{found} holds {model_name!r}, loading it as {name!r}")
+            model_name, config = name, get_encoder(name).config
+        else:
+            config = get_encoder(model_name).family.config_from_dict(manifest["config"])
+        tokenizer = _load_tokenizer(found, manifest)
+    if explicit_head is None and looks_like_path:
+        head = manifest.get("default_head")
+    return _restore(found, manifest, model_name, config, head, num_classes, seed, tokenizer)
 
 
-def _restore(directory: Path, manifest: dict, name: str, config, head: str | None,
-             num_classes: int | None, seed: int) -> ZooModel:
+def _same_family_name(requested: str, found: str) -> str:
+    """The registered name a foreign checkpoint is loaded under (the one asked for)."""
+    if get_encoder(requested).family is not get_encoder(found).family:
+        raise ValueError(f"the weights hold a {get_encoder(found).family.name} model, "
+                         f"but {requested!r} is a {get_encoder(requested).family.name} model")
+    return requested
+
+
+def _load_tokenizer(directory: Path, manifest: dict):
+    name = manifest.get("tokenizer")
+    if not name:
+        return None
+    from tokenizers import Tokenizer
+
+    path = (directory / name).resolve()
+    if directory.resolve() not in path.parents:
+        raise ValueError(f"{directory / checkpoint.MANIFEST}: tokenizer path {name!r} leaves "
+                         "the model directory")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises plain Exceptions
+        raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
+
+
+def _restore(found: Path | Converted, manifest: dict, name: str, config, head: str | None,
+             num_classes: int | None, seed: int, tokenizer) -> ZooModel:
     stored_heads: dict = manifest.get("heads", {})
     restore_head = False
     if head is not None:
@@ -179,35 +200,43 @@ def _restore(directory: Path, manifest: dict, name: str, config, head: str | Non
                 if stored else f"it holds heads {sorted(stored_heads) or 'none'}"
             )
             warnings.warn(
-                f"head {head!r} initialised from seed={seed}: not restored from {directory} "
-                f"({why})", HeadInitializedWarning, stacklevel=3,
+                f"head {head!r} initialised from seed={seed}: not restored from "
+                f"{_where(found)} ({why})", HeadInitializedWarning, stacklevel=3,
             )
         num_classes = wanted
 
     # Build abstractly (no initialisation cost), except a head that must be initialised.
-    abstract = nnx.eval_shape(lambda: build_model(name, head, num_classes=num_classes,
-                                                  seed=seed, config=config))
-    expected = checkpoint.module_params(abstract.encoder, "encoder/")
-    prefixes = ("encoder/",)
-    if restore_head:
-        expected |= checkpoint.module_params(abstract.head, f"heads/{head}/")
-        prefixes += (f"heads/{head}/",)
-    restored = checkpoint.load_params(directory, expected, prefixes=prefixes)
-
-    encoder = abstract.encoder
-    checkpoint.assign_params(encoder, restored, "encoder/")
+    labels = (stored_heads.get(head) or {}).get("labels") if restore_head else None
+    info = model_info(name, config, head, num_classes, labels)
+    encoder = abstract_encoder(name, config)
+    expected = checkpoint.module_params(encoder, "encoder/")
+    prefixes: tuple[str, ...] = ("encoder/",)
     head_module = None
-    if head is not None:
-        if restore_head:
-            head_module = abstract.head
-            checkpoint.assign_params(head_module, restored, f"heads/{head}/")
-        else:
-            head_module = build_head(head, config, num_classes=num_classes, seed=seed)
-    labels = None
-    if head is not None and abstract.info.head_kind == "classification":
-        labels = tuple((stored_heads.get(head) or {}).get("labels") or abstract.info.labels)
-    info = ModelInfo(name, config, head, abstract.info.head_kind,
-                     abstract.info.num_classes, labels)
-    model = ZooModel(encoder, head_module, info, tokenizer=_load_tokenizer(directory, manifest))
+    if restore_head:
+        head_module = nnx.eval_shape(lambda: build_head(head, config, num_classes=num_classes,
+                                                        seed=seed))
+        expected |= checkpoint.module_params(head_module, f"heads/{head}/")
+        prefixes += (f"heads/{head}/",)
+    elif head is not None:
+        head_module = build_head(head, config, num_classes=info.num_classes, seed=seed)
+    if isinstance(found, Converted):
+        offered = {k: v for k, v in found.params.items() if k.startswith(prefixes)}
+        checkpoint.check_tree(expected, offered, source=_where(found))
+        restored = {k: np.asarray(v) for k, v in offered.items()}
+    else:
+        restored = checkpoint.load_params(found, expected, prefixes=prefixes)
+    checkpoint.assign_params(encoder, restored, "encoder/")
+    if restore_head:
+        checkpoint.assign_params(head_module, restored, f"heads/{head}/")
+    if tokenizer is not None and tokenizer.get_vocab_size() > config.vocab_size:
+        raise ValueError(f"{_where(found)}: the tokenizer has {tokenizer.get_vocab_size()} "
+                         f"tokens but the model embeds only {config.vocab_size}")
+    model = ZooModel(encoder, head_module, info, tokenizer=tokenizer)
     model.eval()
     return model
+
+
+def _where(found) -> str:
+    if isinstance(found, Converted):
+        return str(found.source.get("path") or found.source.get("file") or found.model)
+    return f"checkpoint {found}"

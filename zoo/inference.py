@@ -6,6 +6,7 @@ costs tokenisation plus one compiled program per bucket shape — no NNX graph w
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from typing import Sequence
 
@@ -14,7 +15,15 @@ import numpy as np
 from flax import nnx
 
 from zoo.batching import buckets_for, pad_to_bucket
-from zoo.model import in_training_mode
+from zoo.nn import in_training_mode
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    text: str
+    label: str
+    probability: float  # of the predicted label
+    probabilities: dict[str, float]
+
 
 _FORWARD_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -54,13 +63,14 @@ def _check_texts(texts) -> list[str]:
 
 def predict(model, texts, batch_size: int = 64):
     """Label and probability per text. Long texts are truncated to the model's max_len."""
-    from zoo.model import Prediction
     from zoo.text import encode, special_ids
 
     if model.info.head_kind != "classification":
         raise ValueError(f"predict needs a classification head; this model has {model.info.head!r}")
     if model.tokenizer is None:
         raise ValueError("this model carries no tokenizer: load it from a model directory or run")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     texts = _check_texts(texts)
     if not texts:
         return []

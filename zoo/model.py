@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import functools
+from typing import Any, Mapping, Sequence
 
-import jax
-import numpy as np
 from flax import nnx
 
+from zoo.inference import Prediction, predict
+from zoo.nn import count_params, in_training_mode, set_dropout_rate  # noqa: F401 (re-exported)
 from zoo.registry import get_encoder, get_head
 
 
@@ -34,14 +35,6 @@ class ModelInfo:
         }
 
 
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    text: str
-    label: str
-    probability: float  # of the predicted label
-    probabilities: dict[str, float]
-
-
 class ZooModel(nnx.Module):
     """``model(input_ids, attention_mask)`` -> head outputs, or hidden states without a head.
 
@@ -56,9 +49,13 @@ class ZooModel(nnx.Module):
         self.info = info
         self.tokenizer = tokenizer  # a tokenizers.Tokenizer (static, never checkpointed)
 
-    def __call__(self, input_ids, attention_mask, *, rngs: nnx.Rngs | None = None):
-        hidden = self.encoder(input_ids, attention_mask, rngs=rngs)
-        return hidden if self.head is None else self.head(hidden)
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, *,
+                 rngs: nnx.Rngs | None = None):
+        if token_type_ids is not None:
+            hidden = self.encoder(input_ids, attention_mask, token_type_ids, rngs=rngs)
+        else:
+            hidden = self.encoder(input_ids, attention_mask, rngs=rngs)
+        return hidden if self.head is None else self.head(hidden, rngs=rngs)
 
     @property
     def config(self):
@@ -66,8 +63,6 @@ class ZooModel(nnx.Module):
 
     def predict(self, texts: str | Sequence[str], batch_size: int = 64) -> list[Prediction]:
         """Label and probability for each text (a classifier with a tokenizer only)."""
-        from zoo.inference import predict
-
         return predict(self, texts, batch_size=batch_size)
 
 
@@ -84,19 +79,40 @@ def build_model(
     config = config or spec.config
     rngs = nnx.Rngs(params=seed)
     enc = spec.build(rngs, config)
-    head_module, info = None, ModelInfo(encoder, config)
+    info = model_info(encoder, config, head, num_classes)
+    head_module = None
     if head is not None:
-        head_spec = get_head(head)
-        n = num_classes or head_spec.num_classes
-        head_module = build_head(head, config, num_classes=n, seed=seed)
-        info = ModelInfo(
-            encoder, config, head, head_spec.kind,
-            n if head_spec.kind == "classification" else None,
-            head_spec.label_names(n) if head_spec.kind == "classification" else None,
-        )
+        head_module = build_head(head, config, num_classes=info.num_classes, seed=seed)
     model = ZooModel(enc, head_module, info)
     model.eval()
     return model
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_encoder_parts(encoder: str, config: Any):
+    abstract = nnx.eval_shape(lambda: get_encoder(encoder).build(nnx.Rngs(params=0), config))
+    return nnx.split(abstract)
+
+
+def abstract_encoder(encoder: str, config: Any | None = None) -> nnx.Module:
+    """A new shape-only encoder (no initialisation cost after the first call per config)."""
+    graph, state = _abstract_encoder_parts(encoder, config or get_encoder(encoder).config)
+    return nnx.merge(graph, state)
+
+
+def model_info(encoder: str, config: Any, head: str | None, num_classes: int | None,
+               labels: Sequence[str] | None = None) -> ModelInfo:
+    """What a model with this head is (classification heads get their class count and labels)."""
+    if head is None:
+        return ModelInfo(encoder, config)
+    spec = get_head(head)
+    if spec.kind != "classification":
+        return ModelInfo(encoder, config, head, spec.kind)
+    n = num_classes or spec.num_classes
+    labels = tuple(labels) if labels else spec.label_names(n)
+    if len(labels) != n:
+        raise ValueError(f"head {head!r}: {len(labels)} labels for {n} classes")
+    return ModelInfo(encoder, config, head, spec.kind, n, labels)
 
 
 def build_head(head: str, config: Any, *, num_classes: int | None, seed: int) -> nnx.Module:
@@ -104,16 +120,18 @@ def build_head(head: str, config: Any, *, num_classes: int | None, seed: int) ->
     return get_head(head).build(config, nnx.Rngs(params=seed + 1), num_classes=num_classes)
 
 
-def in_training_mode(model: nnx.Module) -> bool:
-    """True when some dropout layer is active (after ``model.train()``)."""
-    return any(getattr(m, "deterministic", True) is False for _, m in model.iter_modules())
+def expected_params(encoder: str, heads: Mapping[str, int | None], *,
+                    config: Any | None = None) -> dict[str, Any]:
+    """Abstract (shape-only) flat params of ``encoder`` plus the named heads.
 
+    ``heads`` maps head name -> number of classes (None for the MLM head). Converters check
+    what they read against this, so a mismatch is reported before anything is written.
+    """
+    from zoo.checkpoint import module_params
 
-def set_dropout_rate(model: nnx.Module, rate: float) -> None:
-    for _, module in model.iter_modules():
-        if hasattr(module, "deterministic") and hasattr(module, "rate"):
-            module.rate = rate
-
-
-def count_params(module: nnx.Module) -> int:
-    return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
+    config = config or get_encoder(encoder).config
+    expected = module_params(abstract_encoder(encoder, config), "encoder/")
+    for name, num_classes in heads.items():
+        head = nnx.eval_shape(lambda: build_head(name, config, num_classes=num_classes, seed=0))
+        expected |= module_params(head, f"heads/{name}/")
+    return expected

@@ -1,8 +1,13 @@
-"""Name -> factory registries for encoders and heads (the one place models are discovered).
+"""Name -> spec registries for encoders and heads (the one place models are discovered).
 
-An encoder entry is a config plus the module class that builds it; a head entry is a
-factory taking the encoder's config. Tests are parametrised over these registries, so
-a model is tested by being registered.
+An encoder entry is a config plus the module class that builds it and the *family* it
+belongs to. The family (one folder under ``zoo/models/``) is the only code that knows a
+weight format: it says how to rebuild a config from a manifest, how to fetch and convert
+published weights, and how to open a foreign checkpoint folder. The core (``load``, the
+checkpoint format, the trainer) only ever sees the ``Converted`` result: flat parameter
+arrays named like the zoo's modules, a manifest and a tokenizer.
+
+Tests are parametrised over these registries, so a model is tested by being registered.
 """
 
 from __future__ import annotations
@@ -10,20 +15,58 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-from typing import Any, Callable, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
 
 from flax import nnx
+
+from zoo.errors import UnknownNameError, ZooError
 
 HeadKind = Literal["mlm", "classification"]
 
 
-@dataclasses.dataclass(frozen=True)
-class HubSource:
-    """Where the published (pickled Haiku) weights of an encoder live."""
+class WeightsNotFoundError(ZooError, FileNotFoundError):
+    """No weights for a model could be found locally or downloaded."""
 
-    repo_id: str
-    checkpoint: str
-    tokenizer: str | None = None
+
+@dataclasses.dataclass
+class Converted:
+    """Weights read from a family's own format, named and shaped for the zoo's modules.
+
+    ``params`` is flat: ``{'encoder/...': array, 'heads/<name>/...': array}``; ``heads``
+    describes the stored heads as a model directory's manifest does
+    (``{name: {"kind": ..., "num_classes": ..., "labels": [...]}}``).
+    """
+
+    model: str
+    config: Any
+    params: dict[str, Any]
+    heads: dict[str, dict]
+    default_head: str | None
+    tokenizer: Any | None  # a tokenizers.Tokenizer, or None
+    source: dict
+    notes: tuple[str, ...] = ()  # what the conversion ignored on purpose, for reports
+
+    def manifest(self) -> dict:
+        return {"model": self.model, "config": self.config.to_dict(), "heads": self.heads,
+                "default_head": self.default_head, "source": self.source}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What the core needs from an architecture family (each field a plain function).
+
+    - ``config_from_dict(d)``: the family's config from a manifest's ``config`` (validated);
+    - ``fetch(spec, download_dir)``: the published weights of ``spec`` as ``Converted``
+      (raises ``WeightsNotFoundError`` naming the commands to run when offline);
+    - ``open_folder(path, name)``: a foreign checkpoint folder (or file) of this family as
+      ``Converted``, or ``None`` when ``path`` is not in the family's format.
+    """
+
+    name: str
+    config_from_dict: Callable[[Mapping], Any]
+    fetch: Callable[["EncoderSpec", Path], Converted] | None = None
+    open_folder: Callable[[Path, str | None], Converted | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +75,11 @@ class EncoderSpec:
     config: Any  # a frozen dataclass with hidden_size, vocab_size, max_len and to_dict()
     module: type[nnx.Module]
     description: str
-    source: HubSource | None = None  # None: no published weights (e.g. test configurations)
+    family: Family
+    source: Any = None  # the family's description of published weights; None: none
+    # Training defaults when fine-tuning from this encoder's pre-trained weights
+    # (e.g. {"learning_rate": 5e-5}); flags the user sets win.
+    finetune_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def build(self, rngs: nnx.Rngs, config: Any | None = None) -> nnx.Module:
         return self.module(config or self.config, rngs=rngs)
@@ -58,11 +105,21 @@ class HeadSpec:
 
 _ENCODERS: dict[str, EncoderSpec] = {}
 _HEADS: dict[str, HeadSpec] = {}
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    if family.name in _FAMILIES:
+        raise ValueError(f"family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
 
 
 def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     if spec.name in _ENCODERS:
         raise ValueError(f"encoder {spec.name!r} is already registered")
+    if _FAMILIES.get(spec.family.name) is not spec.family:
+        raise ValueError(f"encoder {spec.name!r}: register its family {spec.family.name!r} first")
     _ENCODERS[spec.name] = spec
     return spec
 
@@ -77,9 +134,9 @@ def register_head(spec: HeadSpec) -> HeadSpec:
 def _lookup(table: dict, name: str, what: str):
     if name in table:
         return table[name]
-    close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.4)
+    close = difflib.get_close_matches(str(name), list(table), n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise KeyError(f"unknown {what} {name!r}{hint} (known: {', '.join(sorted(table))})")
+    raise UnknownNameError(f"unknown {what} {name!r}{hint} (known: {', '.join(sorted(table))})")
 
 
 def get_encoder(name: str) -> EncoderSpec:
@@ -88,6 +145,10 @@ def get_encoder(name: str) -> EncoderSpec:
 
 def get_head(name: str) -> HeadSpec:
     return _lookup(_HEADS, name, "head")
+
+
+def families() -> tuple[Family, ...]:
+    return tuple(_FAMILIES.values())
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:

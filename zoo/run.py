@@ -122,7 +122,9 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         saved = json.loads(config_path.read_text())
         saved["buckets"] = tuple(saved["buckets"]) if saved.get("buckets") else None
         cfg = TrainConfig(**saved)
-    elif (run_dir / "checkpoints").exists():
+    else:
+        cfg = cfg.resolved()
+    if not resume and (run_dir / "checkpoints").exists():
         raise FileExistsError(
             f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,8 @@ def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source
                                        "labels": list(model.info.labels)}
     manifest = {"model": model.info.encoder, "config": model.config.to_dict(), "heads": heads,
                 "default_head": model.info.head, "source": source}
-    return checkpoint.save_model_dir(out, params, manifest, tokenizer=tokenizer_path)
+    return checkpoint.save_model_dir(out, params, manifest, tokenizer=tokenizer_path,
+                                     overwrite=True)
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | None = None) -> dict:

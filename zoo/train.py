@@ -41,7 +41,7 @@ class TrainConfig:
     time_limit: float | None = None  # seconds of training after which the run stops early
     batch_size: int = 32
     optimizer: str = "adamw"  # "adamw" (warm-up + decay) or "adam" (the seed's constant adam)
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None  # None: the model's fine-tuning default (see resolve)
     schedule: str = "linear"  # "linear" | "cosine" | "constant" (after warm-up)
     warmup_fraction: float = 0.06
     weight_decay: float = 0.01
@@ -59,12 +59,28 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resolved(self) -> "TrainConfig":
+        """A copy with every model-dependent default filled in (what ``config.json`` records).
+
+        The learning rate defaults to the preset's ``finetune_defaults`` when training starts
+        from pre-trained weights (about 5e-5 for BERT-family encoders), else 1e-3.
+        """
+        from zoo.registry import get_encoder
+
+        if self.learning_rate is not None:
+            return self
+        defaults = get_encoder(self.model).finetune_defaults
+        start_trained = bool(self.pretrained or self.weights)
+        lr = defaults.get("learning_rate", 1e-3) if start_trained else 1e-3
+        return dataclasses.replace(self, learning_rate=lr)
+
 
 # ------------------------------------------------------------------------------ optimizer
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     """Global-norm clipping + AdamW with warm-up and decay; ``adam`` is the seed's recipe."""
+    cfg = cfg.resolved()
     if cfg.optimizer == "adam":
         return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(cfg.learning_rate))
     if cfg.optimizer != "adamw":
@@ -191,7 +207,7 @@ class Trainer:
     def __init__(self, model: ZooModel, cfg: TrainConfig, run_dir: Path,
                  train_data: BucketBatcher, eval_data: BucketBatcher,
                  masking: MaskingConfig | None = None, show_progress: bool = True):
-        self.cfg = cfg
+        self.cfg = cfg = cfg.resolved()
         self.run_dir = Path(run_dir).resolve()
         self.train_data, self.eval_data = train_data, eval_data
         self.task = task_for(model.info.head_kind, masking)

@@ -1,4 +1,4 @@
-"""Test fixtures around the original M2L 2022 encoder (``convert.haiku_original``).
+"""Test fixtures around the original M2L 2022 encoder (``benchmarks.haiku_original``).
 
 The parity tests compare the converted NNX model against that Haiku model. This module
 also writes pickles in each format a 2022 training run could have produced,
@@ -21,9 +21,9 @@ import jax
 import numpy as np
 import optax
 
-# The model itself lives in convert.haiku_original (shared with the benchmark); its names
+# The model itself lives in benchmarks.haiku_original (shared with the benchmark); its names
 # are re-exported here so the tests keep using ``haiku_reference.<name>``.
-from convert.haiku_original import (  # noqa: F401
+from benchmarks.haiku_original import (  # noqa: F401
     Embeddings,
     EncoderBlock,
     MultiheadAttention,
@@ -188,7 +188,7 @@ def write_2022_pickle(path: str | Path, state: TrainingState, variant: str = "ja
 def reference_params(config, head: str = "mlm", *, num_classes: int = 2, seed: int = 0):
     """(logits_fn, hidden_fn, params): the Haiku model with random params (cached).
 
-    The values are ``convert.haiku_original.random_params``: Haiku's names and init scales,
+    The values are ``benchmarks.haiku_original.random_params``: Haiku's names and init scales,
     non-zero biases and offsets, scales != 1.
     """
     logits_fn, hidden_fn = build_haiku_model(config, head, num_classes)

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 
-from zoo import bench, get_encoder
+from benchmarks import bench
+from zoo import get_encoder
 from zoo.batching import buckets_for
 
 # dm-haiku is a test dependency and the SST-2 files are part of the test fixtures: a missing

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from convert.haiku_to_flax import convert_file
+from zoo.models.m2l.convert import convert_file
 from zoo.checkpoint import CheckpointMismatchError
 from zoo_tests import haiku_reference as hr
 
@@ -83,7 +83,7 @@ def _cli(*args):
 
 def test_cli_reports_mismatch_without_traceback(tmp_path):
     result = _cli(_pickle(tmp_path), "--model", "encoder-mlm-v1", "--out", tmp_path / "out")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: state.pkl (as encoder-mlm-v1) does not fit the model:")
     assert "encoder/embed/embedding" in result.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
-from convert.haiku_to_flax import convert_file
+from zoo.models.m2l.convert import convert_file
 from zoo_tests import haiku_reference as hr
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-4)
@@ -77,7 +77,7 @@ def test_manifest_records_head_and_source(converted):
     assert manifest["default_head"] == "sst2"
     assert manifest["source"]["kind"] == "haiku-training-state"
     assert len(manifest["source"]["sha256"]) == 64
-    assert manifest["converter_version"] == "1"
+    assert manifest["source"]["converter_version"] == "1"
     assert manifest["config"] == zoo.get_encoder("encoder-m2l-tiny").config.to_dict()
 
 

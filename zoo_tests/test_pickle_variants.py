@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import zoo
-from convert.haiku_to_flax import convert_file
-from convert.safe_unpickle import load_checkpoint
+from zoo.models.m2l.convert import convert_file
+from zoo.models.m2l.haiku_pickle import load_checkpoint
 from zoo import checkpoint
 from zoo_tests import haiku_reference as hr
 

@@ -171,7 +171,7 @@ def test_cli_smoke(sst2_slice, tmp_path, capsys):
     assert cli_main(["evaluate", str(run), "--data-dir", str(sst2_slice)]) == 0
     assert "dev_accuracy" in capsys.readouterr().out
     assert cli_main(["predict", str(tmp_path / "nope"), "x"]) == 2
-    assert "not a zoo model directory" in capsys.readouterr().err
+    assert "neither a zoo model directory" in capsys.readouterr().err
     assert cli_main(["train", "--model", "encoder-nope", "--out", str(tmp_path / "x"),
                      "--data-dir", str(sst2_slice)]) == 2
     assert "unknown model" in capsys.readouterr().err

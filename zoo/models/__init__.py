@@ -1,1 +1,5 @@
-"""Encoder architectures. Each module registers its presets in ``zoo.registry``."""
+"""Architecture families, one folder each. Importing a family registers it and its presets:
+adding a family is a folder plus one line here."""
+
+from zoo.models import m2l  # noqa: F401
+from zoo.models import bert  # noqa: F401

@@ -21,6 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from zoo import nn
+from zoo.nn import Dropout
+
 Positional = Literal["sinusoidal", "none"]
 
 MASK_VALUE = -1e9  # the original's fill value for padded keys
@@ -59,15 +62,22 @@ class M2LConfig:
         """Width of the features the encoder hands to a head (architecture-neutral name)."""
         return self.d_model
 
+    # What the architecture-neutral heads read (see zoo/heads.py).
+    layer_norm_eps = LAYER_NORM_EPS
+    classifier_style = "relu-norm"
+    mlm_activation = "relu"
+
+    @property
+    def classifier_dropout(self) -> float:
+        return self.dropout
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def layer_norm(num_features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """A LayerNorm with Haiku's numerics (eps 1e-5, exact variance)."""
-    return nnx.LayerNorm(
-        num_features, epsilon=LAYER_NORM_EPS, use_fast_variance=False, rngs=rngs
-    )
+    return nn.layer_norm(num_features, LAYER_NORM_EPS, rngs)
 
 
 @functools.lru_cache(maxsize=8)
@@ -80,35 +90,6 @@ def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
     table[:, 1::2] = np.cos(position * div_term)[:, : d_model // 2]
     table.flags.writeable = False  # shared through the cache
     return table
-
-
-class Dropout(nnx.Module):
-    """Inverted dropout that draws 16 random bits per element instead of a float.
-
-    ``nnx.Dropout`` turns 32 random bits into a uniform float per element; here each
-    32-bit word yields two 16-bit draws compared with ``round(rate * 2**16)``, which
-    halves the PRNG work (the costliest part of dropout on CPU) and keeps the rate exact
-    to 1e-5. Like ``nnx.Dropout`` it is active only in training mode
-    (``model.train()``) and then needs ``rngs`` with a ``dropout`` stream.
-    """
-
-    def __init__(self, rate: float):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-        self.rate = rate
-        self.deterministic = False  # flipped by model.train() / model.eval()
-
-    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        if self.deterministic or self.rate == 0.0:
-            return x
-        if rngs is None:
-            raise ValueError("dropout is active (training mode) but no `rngs` were given: "
-                             "call model(..., rngs=nnx.Rngs(dropout=key)) or model.eval()")
-        n = x.size
-        words = jax.random.bits(rngs.dropout(), ((n + 1) // 2,), jnp.uint32)
-        draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:n].reshape(x.shape)
-        keep = draws >= jnp.uint32(round(self.rate * 65536))
-        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype))
 
 
 class MultiHeadAttention(nnx.Module):

@@ -17,37 +17,32 @@ argument today's jax rejects). So the file is read without importing haiku, jax 
    refuse any object the stand-ins did not produce.
 
 Stand-ins are slot-only callables or per-load classes, so a hostile BUILD cannot alter
-them for later loads.
+them for later loads. The format-neutral machinery (pre-scan, allow-list unpickler, walk)
+lives in ``zoo.safe_pickle``; this module holds the Haiku allow-list and stand-ins.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
-import io
 import math
-import pickle
-import pickletools
 import re
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-MAX_DEPTH = 32  # a real state nests ~7 deep (TrainingState/tuple/tuple/Adam/mu/module/array)
+from zoo.safe_pickle import (  # noqa: F401  (MAX_DEPTH, prescan: public names of this module)
+    MAX_DEPTH,
+    REFUSED_OPCODES,
+    UnsafePickleError,
+    finish,
+    prescan,
+    unpickle,
+)
 
-REFUSED_OPCODES = {
-    "PERSID": "persistent id", "BINPERSID": "persistent id",
-    "EXT1": "extension code", "EXT2": "extension code", "EXT4": "extension code",
-    "INST": "INST (class instantiation)", "OBJ": "OBJ (class instantiation)",
-    "NEXT_BUFFER": "out-of-band buffer", "READONLY_BUFFER": "out-of-band buffer",
-}
 # Plain numeric and bool dtypes, as numpy pickles them ('f4', 'i8', 'b1', ...).
 _SAFE_DTYPE = re.compile(r"^(b1|[iu][1248]|f[248]|c(8|16))$")
-
-
-class UnsafePickleError(ValueError):
-    """The file is not a checkpoint this reader accepts; nothing in it was executed."""
 
 
 class CheckpointInfo(NamedTuple):
@@ -59,40 +54,6 @@ class CheckpointInfo(NamedTuple):
     protocol: int
     globals: tuple[str, ...]  # the allow-listed globals the file used
     has_opt_state: bool
-
-
-# ------------------------------------------------------------------------- pre-scan
-
-
-def prescan(data: bytes) -> tuple[int, tuple[str, ...]]:
-    """Check every opcode before anything runs; return (protocol, GLOBAL names seen)."""
-    protocol, globals_seen, marks = 0, set(), 0
-    try:
-        for opcode, arg, pos in pickletools.genops(io.BytesIO(data)):
-            name = opcode.name
-            if name in REFUSED_OPCODES:
-                raise UnsafePickleError(
-                    f"refused opcode {name} ({REFUSED_OPCODES[name]}) at byte {pos}"
-                )
-            if name == "PROTO":
-                protocol = arg
-            elif name == "GLOBAL":
-                globals_seen.add(arg.replace(" ", "."))
-            elif name == "MARK":
-                marks += 1
-                if marks > MAX_DEPTH:
-                    raise UnsafePickleError(f"nesting deeper than {MAX_DEPTH} at byte {pos}")
-            elif pickletools.markobject in opcode.stack_before:  # APPENDS, TUPLE, POP_MARK...
-                marks -= 1
-    except UnsafePickleError:
-        raise
-    except (ValueError, EOFError) as err:  # genops: truncated lengths, bad opcodes, no STOP
-        if re.search(r"only \d+ remain|not enough data", str(err)):
-            raise UnsafePickleError(
-                f"refused length field longer than the rest of the file ({err})"
-            ) from None
-        raise UnsafePickleError(f"malformed pickle: {err}") from None
-    return protocol, tuple(sorted(globals_seen))
 
 
 # ------------------------------------------------------------------------- stand-ins
@@ -245,79 +206,16 @@ def _fresh_standins() -> dict[tuple[str, str], Any]:
 ALLOWED_GLOBALS = tuple(sorted(f"{m}.{n}" for m, n in _fresh_standins()))
 
 
-class _AllowListUnpickler(pickle.Unpickler):
-    def __init__(self, file):
-        super().__init__(file)
-        self._standins = _fresh_standins()
-        self.used: set[str] = set()
-
-    def find_class(self, module, name):
-        try:
-            standin = self._standins[(module, name)]
-        except (KeyError, TypeError):
-            raise UnsafePickleError(f"refused global {module}.{name}") from None
-        self.used.add(f"{module}.{name}")
-        return standin
-
-    def persistent_load(self, pid):  # also refused by the pre-scan
-        raise UnsafePickleError("refused persistent id")
-
-
-# ------------------------------------------------------------------------- finishing
-
-
-_LEAF_TYPES = (str, bytes, int, float, bool, type(None), np.ndarray)
-
-
-def _finish(obj, depth: int = 0, done: dict | None = None, active: set | None = None):
-    """Replace array shells by arrays; refuse anything else unexpected, cycles, deep nesting."""
-    done = {} if done is None else done
-    active = set() if active is None else active
-    if depth > MAX_DEPTH:
-        raise UnsafePickleError(f"nesting deeper than {MAX_DEPTH}")
-    if isinstance(obj, _PendingArray):
-        if obj.array is None:
-            raise UnsafePickleError("array without data")
-        return obj.array
-    if isinstance(obj, _LEAF_TYPES):
-        return obj
-    key = id(obj)
-    if key in done:
-        return done[key]
-    if key in active:
-        raise UnsafePickleError("cyclic structure")
-    active.add(key)
-    if isinstance(obj, dict):
-        result = {_finish(k, depth + 1, done, active): _finish(v, depth + 1, done, active)
-                  for k, v in obj.items()}
-    elif isinstance(obj, (list, tuple)):
-        items = [_finish(v, depth + 1, done, active) for v in obj]
-        if isinstance(obj, list):
-            result = items
-        elif hasattr(obj, "_fields"):  # one of the per-load NamedTuple stand-ins
-            result = type(obj)(*items)
-        else:
-            result = tuple(items)
-    else:
-        raise UnsafePickleError(f"unexpected {type(obj).__name__} object in the file")
-    active.discard(key)
-    done[key] = result
-    return result
+def _array_of(pending: _PendingArray) -> np.ndarray:
+    if pending.array is None:
+        raise UnsafePickleError("array without data")
+    return pending.array
 
 
 def loads(data: bytes) -> tuple[Any, int, tuple[str, ...]]:
     """Unpickle trusted-format ``data``: (object, protocol, allow-listed globals used)."""
-    protocol, _ = prescan(data)
-    unpickler = _AllowListUnpickler(io.BytesIO(data))
-    try:
-        obj = unpickler.load()
-    except UnsafePickleError:
-        raise
-    except RecursionError:
-        raise UnsafePickleError("nesting too deep") from None
-    except Exception as err:  # malformed streams: the stand-ins reject bad arguments
-        raise UnsafePickleError(f"malformed pickle: {type(err).__name__}: {err}") from None
-    return _finish(obj), protocol, tuple(sorted(unpickler.used))
+    obj, protocol, used = unpickle(data, _fresh_standins(), refused=REFUSED_OPCODES)
+    return finish(obj, {_PendingArray: _array_of}), protocol, used
 
 
 # ------------------------------------------------------------------------- checkpoints

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zoo.models.m2l import LAYER_NORM_EPS, MASK_VALUE, sinusoidal_table
+from zoo.models.m2l.modeling import LAYER_NORM_EPS, MASK_VALUE, sinusoidal_table
 
 
 # Like the tutorial, every module creates its sub-modules in ``__init__``: Haiku then

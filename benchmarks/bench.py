@@ -1,6 +1,6 @@
 """The benchmark of issue #4: the Haiku original against the zoo, in one run on one machine.
 
-    python -m zoo.bench [--quick] [--out DIR] [--data-dir D] [--sst2-runs DIR]
+    python -m benchmarks.bench [--quick] [--out DIR] [--data-dir D] [--sst2-runs DIR]
 
 Sections: train step at the seed's settings (fixed padding, batch 64, Adam 5e-5, dropout
 on), eval throughput, a length-bucketed epoch against the original's fixed-128 epoch, time
@@ -79,7 +79,7 @@ def _require_haiku():
         import haiku  # noqa: F401
     except ImportError as err:
         raise SystemExit(
-            "zoo.bench compares against the original dm-haiku model: dm-haiku is missing "
+            "benchmarks.bench compares against the original dm-haiku model: dm-haiku is missing "
             "(install with pip install '.[bench]')"
         ) from err
 
@@ -201,7 +201,7 @@ def haiku_train_step(config, batch: dict):
     import jax
     import optax
 
-    from convert.haiku_original import build_haiku_model, mask_3d
+    from benchmarks.haiku_original import build_haiku_model, mask_3d
 
     logits_fn, _ = build_haiku_model(config, "classifier", 2)
     ids, mask = batch["input_ids"], mask_3d(batch["attention_mask"])
@@ -233,7 +233,7 @@ def haiku_train_step(config, batch: dict):
 def haiku_forward(config, batch: dict):
     import jax
 
-    from convert.haiku_original import build_haiku_model, mask_3d
+    from benchmarks.haiku_original import build_haiku_model, mask_3d
 
     logits_fn, _ = build_haiku_model(config, "classifier", 2)
     ids, mask = batch["input_ids"], mask_3d(batch["attention_mask"])
@@ -571,7 +571,7 @@ def _profile_predict(model, sentence: str) -> dict:
 
 def bench_convert(settings: Settings) -> tuple[list[dict], list[str]]:
     import zoo
-    from convert.haiku_original import make_training_state, random_params, write_training_state
+    from benchmarks.haiku_original import make_training_state, random_params, write_training_state
     from convert.haiku_to_flax import convert_file
 
     model = "encoder-m2l-tiny" if settings.quick else "encoder-mlm-v1"
@@ -588,7 +588,7 @@ def bench_convert(settings: Settings) -> tuple[list[dict], list[str]]:
             times.append(time.perf_counter() - start)
     return [row(f"convert a {size:.1f} MiB MLM TrainingState ({model})", "s", times)], [
         "A plain-NumPy 2022-format pickle (params + Adam state) written by "
-        "convert.haiku_original; convert_file reads it with the restricted unpickler, checks "
+        "benchmarks.haiku_original; convert_file reads it with the restricted unpickler, checks "
         "and maps names, and writes a model directory."]
 
 
@@ -597,7 +597,7 @@ def bench_memory(settings: Settings, data_dir: str | None) -> tuple[list[dict], 
     args = ["--quick"] if settings.quick else []
     if data_dir:
         args += ["--data-dir", data_dir]
-    procs = {part: subprocess.Popen([sys.executable, "-m", "zoo.bench", "--part", part, *args],
+    procs = {part: subprocess.Popen([sys.executable, "-m", "benchmarks.bench", "--part", part, *args],
                                     stdout=subprocess.PIPE, text=True)
              for part in ("haiku-train", "zoo-train")}
     peaks = {}
@@ -752,7 +752,7 @@ def run_bench(settings: Settings, out: Path, data_dir: str | None, runs_dir: Pat
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, few repetitions (seconds)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where bench.md / bench.json go")
     p.add_argument("--data-dir", default=None, help="SST-2 folder (default $ZOO_SST2_DIR)")

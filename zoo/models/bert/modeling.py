@@ -1,0 +1,205 @@
+"""BERT-family encoders (BERT, MiniLM, ELECTRA, DistilBERT) in Flax NNX.
+
+Numerics follow HuggingFace's PyTorch models, so converted checkpoints give the same
+hidden states: learned positions and token types added to the word embeddings, LayerNorm
+with the config's epsilon (1e-12 for BERT), post-LN blocks, GELU per ``hidden_act``
+(``gelu`` is the exact erf form), an additive mask with the dtype's most negative value
+at padded keys, softmax in float32. ELECTRA projects its embeddings when
+``embedding_size != hidden_size``; DistilBERT has no token types.
+
+The pooler (dense + tanh over ``[CLS]``) is not part of the encoder: it is the first layer
+of the ``tanh``-style classification head (``zoo/heads.py``), which is where the
+converter puts HF's ``pooler.dense`` when a checkpoint carries a classifier.
+
+Like the M2L encoder, blocks see tokens flattened to (B*S, H): on CPU the weight
+gradients of 2-D matmuls are much faster than those of 3-D contractions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo import nn
+from zoo.nn import Dropout
+
+ModelType = Literal["bert", "electra", "distilbert"]
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+CLASSIFIER_STYLE = {"bert": "tanh", "electra": "gelu", "distilbert": "relu"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """A BERT-family encoder's hyper-parameters (HF ``config.json`` names in comments)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int                 # num_hidden_layers / n_layers
+    num_heads: int                  # num_attention_heads / n_heads
+    intermediate_size: int          # intermediate_size / hidden_dim
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2        # 0: no token-type embeddings (DistilBERT)
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    dropout: float = 0.1            # hidden_dropout_prob / dropout
+    attention_dropout: float = 0.1  # attention_probs_dropout_prob / attention_dropout
+    classifier_dropout: float = 0.1  # classifier_dropout / seq_classif_dropout
+    embedding_size: int | None = None  # ELECTRA: projected to hidden_size when different
+    model_type: ModelType = "bert"
+    max_len: int | None = None      # longest input the zoo tokenises to (default: positions)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                     "intermediate_size", "max_position_embeddings"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_heads={self.num_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported "
+                             f"(supported: {', '.join(ACTIVATIONS)})")
+        if self.model_type not in CLASSIFIER_STYLE:
+            raise ValueError(f"model_type {self.model_type!r}: expected one of "
+                             f"{', '.join(CLASSIFIER_STYLE)}")
+        for name in ("dropout", "attention_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if self.max_len is not None and not 2 <= self.max_len <= self.max_position_embeddings:
+            raise ValueError(f"max_len must be in [2, {self.max_position_embeddings}], "
+                             f"got {self.max_len}")
+        if self.max_len is None:
+            object.__setattr__(self, "max_len", self.max_position_embeddings)
+        if self.embedding_size is None:
+            object.__setattr__(self, "embedding_size", self.hidden_size)
+
+    # What the architecture-neutral heads read (see zoo/heads.py).
+    @property
+    def classifier_style(self) -> str:
+        return CLASSIFIER_STYLE[self.model_type]
+
+    @property
+    def mlm_activation(self) -> str:
+        return self.hidden_act if self.hidden_act in ("relu", "gelu", "gelu_new") else "gelu_new"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _dense(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    # BERT's initialiser: N(0, 0.02) weights, zero biases.
+    return nnx.Linear(n_in, n_out, kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+def _embed(n: int, d: int, rngs: nnx.Rngs) -> nnx.Embed:
+    return nnx.Embed(n, d, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+class Embeddings(nnx.Module):
+    """word + position (+ token type) -> LayerNorm -> dropout (-> ELECTRA projection)."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        e = config.embedding_size
+        self.word = _embed(config.vocab_size, e, rngs)
+        self.position = _embed(config.max_position_embeddings, e, rngs)
+        self.token_type = _embed(config.type_vocab_size, e, rngs) if config.type_vocab_size \
+            else None
+        self.norm = nn.layer_norm(e, config.layer_norm_eps, rngs)
+        self.dropout = Dropout(config.dropout)
+        self.projection = _dense(e, config.hidden_size, rngs) if e != config.hidden_size \
+            else None
+
+    def __call__(self, input_ids, token_type_ids=None, *, rngs=None):
+        length = input_ids.shape[-1]
+        x = self.word(input_ids) + self.position.embedding[...][:length]
+        if self.token_type is not None:
+            if token_type_ids is None:
+                x = x + self.token_type.embedding[...][0]
+            else:
+                x = x + self.token_type(token_type_ids)
+        x = self.dropout(self.norm(x), rngs=rngs)
+        return x if self.projection is None else self.projection(x)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention over flattened tokens with a key-padding mask."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        h = config.hidden_size
+        self.num_heads = config.num_heads
+        self.query, self.key, self.value = (_dense(h, h, rngs) for _ in range(3))
+        self.output = _dense(h, h, rngs)
+        self.dropout = Dropout(config.attention_dropout)
+
+    def __call__(self, x, key_mask, *, rngs=None):
+        """``x``: (B*S, H); ``key_mask``: (B, S), 1 = real token."""
+        batch, length = key_mask.shape
+        hidden = x.shape[-1]
+        d_head = hidden // self.num_heads
+
+        def heads(t):  # (B*S, H) -> (B, heads, S, d_head)
+            return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d_head)
+        bias = jnp.where(key_mask[:, None, None, :] == 0, jnp.finfo(jnp.float32).min, 0.0)
+        weights = jax.nn.softmax(scores + bias, axis=-1).astype(v.dtype)
+        weights = self.dropout(weights, rngs=rngs)
+        context = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+        return self.output(context.transpose(0, 2, 1, 3).reshape(batch * length, hidden))
+
+
+class Layer(nnx.Module):
+    """Post-LN block: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(W2 act(W1 x)))."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        h = config.hidden_size
+        self.activation = config.hidden_act
+        self.attention = SelfAttention(config, rngs=rngs)
+        self.attention_norm = nn.layer_norm(h, config.layer_norm_eps, rngs)
+        self.intermediate = _dense(h, config.intermediate_size, rngs)
+        self.output = _dense(config.intermediate_size, h, rngs)
+        self.output_norm = nn.layer_norm(h, config.layer_norm_eps, rngs)
+        self.dropout = Dropout(config.dropout)
+
+    def __call__(self, x, key_mask, *, rngs=None):
+        x = self.attention_norm(x + self.dropout(self.attention(x, key_mask, rngs=rngs),
+                                                 rngs=rngs))
+        inner = ACTIVATIONS[self.activation](self.intermediate(x))
+        return self.output_norm(x + self.dropout(self.output(inner), rngs=rngs))
+
+
+class BertEncoder(nnx.Module):
+    """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H)."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embeddings = Embeddings(config, rngs=rngs)
+        self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_layers)])
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None):
+        length = input_ids.shape[-1]
+        if length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {length} exceeds the model's "
+                f"{self.config.max_position_embeddings} positions; truncate when tokenising")
+        x = self.embeddings(input_ids, token_type_ids, rngs=rngs)
+        batch, _, hidden = x.shape
+        x = x.reshape(batch * length, hidden)
+        for layer in self.layers:
+            x = layer(x, attention_mask, rngs=rngs)
+        return x.reshape(batch, length, hidden)
