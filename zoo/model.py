@@ -97,7 +97,7 @@ def _abstract_encoder_parts(encoder: str, config: Any):
 def abstract_encoder(encoder: str, config: Any | None = None) -> nnx.Module:
     """A new shape-only encoder (no initialisation cost after the first call per config)."""
     graph, state = _abstract_encoder_parts(encoder, config or get_encoder(encoder).config)
-    return nnx.merge(graph, state)
+    return nnx.merge(graph, state, copy=True)  # new Variables: loads never share params
 
 
 def model_info(encoder: str, config: Any, head: str | None, num_classes: int | None,

@@ -227,6 +227,8 @@ def map_names(tensors: Mapping[str, np.ndarray], classifier_head: str
                 path = path.format(i=groups.get("i"), cls=classifier_head,
                                    p=_ATTN_NAMES.get(groups.get("p"), groups.get("p")))
                 array = np.asarray(value)
+                if array.dtype.kind == "f" and array.dtype != np.float32:
+                    array = array.astype(np.float32)  # half-precision files: float32 params
                 if transpose:
                     if array.ndim != 2:
                         unmapped.append(f"{raw_name} {tuple(array.shape)} (expected a matrix)")

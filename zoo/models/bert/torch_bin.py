@@ -271,7 +271,8 @@ class _Archive:
 
 def _top_tensors(obj) -> dict[str, _Tensor]:
     """The state dict: ``{name: tensor}``, or one wrapped under "state_dict" / "model"."""
-    if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model"):
+    if (isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model")
+            and isinstance(next(iter(obj.values())), dict)):
         obj = next(iter(obj.values()))
     if not isinstance(obj, dict):
         raise UnsafePickleError(f"the pickle holds {_brief(obj)}, expected a state dict")
