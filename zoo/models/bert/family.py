@@ -234,8 +234,10 @@ def map_names(tensors: Mapping[str, np.ndarray], classifier_head: str
                         unmapped.append(f"{raw_name} {tuple(array.shape)} (expected a matrix)")
                         break
                     array = np.ascontiguousarray(array.T)
-                if path in params:
-                    unmapped.append(f"{raw_name} (a second tensor for {path})")
+                if path in params and np.array_equal(params[path], array):
+                    notes.append(f"{raw_name}: skipped (a copy of the tensor for {path})")
+                elif path in params:
+                    unmapped.append(f"{raw_name} (a second, different tensor for {path})")
                 else:
                     params[path] = array
                 break
@@ -271,7 +273,8 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def _lowercase(path: Path, source: str) -> bool:
-    """Casing per tokenizer_config.json's do_lower_case, else by the name ('uncased')."""
+    """Casing per tokenizer_config.json's do_lower_case, else by the repo or folder's own
+    name ('...-cased' keeps case), else lowercase as HF's BertTokenizer does."""
     config = path / "tokenizer_config.json"
     if config.is_file():
         try:
@@ -280,7 +283,7 @@ def _lowercase(path: Path, source: str) -> bool:
             raise ConfigError(f"{config}: not a valid JSON object") from None
         if isinstance(value, bool):
             return value
-    return not re.search(r"(?<!un)cased", source.lower())
+    return not re.search(r"(?<!un)cased", source.lower().rstrip("/").rsplit("/", 1)[-1])
 
 
 def read_tokenizer(path: Path, source: str = ""):
@@ -349,6 +352,9 @@ def convert_folder(path: str | Path, name: str | None = None,
     if spec.family is not FAMILY:
         raise ConfigError(f"{path} holds a BERT-family checkpoint, but {model!r} is a "
                           f"{spec.family.name} model")
+    if spec.config.model_type != config.model_type:
+        raise ConfigError(f"{path / 'config.json'}: model_type {config.model_type!r}, but "
+                          f"{model!r} is a {spec.config.model_type} model")
     if spec.source is not None and _shape(spec.config) != _shape(config):
         raise ConfigError(
             f"{path / 'config.json'} describes another architecture than the preset {model!r} "

@@ -126,6 +126,9 @@ class Embeddings(nnx.Module):
     def __call__(self, input_ids, token_type_ids=None, *, rngs=None):
         length = input_ids.shape[-1]
         x = self.word(input_ids) + self.position.embedding[...][:length]
+        if self.token_type is None and token_type_ids is not None:
+            raise ValueError("this model has no token types (type_vocab_size 0, e.g. "
+                             "DistilBERT): call it without token_type_ids")
         if self.token_type is not None:
             if token_type_ids is None:
                 x = x + self.token_type.embedding[...][0]
