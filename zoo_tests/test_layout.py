@@ -1,0 +1,94 @@
+"""The architecture we keep, checked on the source: no import cycles, the core knows no
+family, the library never imports the command lines (convert/) or the benchmarks."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "zoo"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+_SOURCES = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at top level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:  # `from zoo import nn` imports zoo.nn, not the facade
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in _SOURCES else node.module)
+    return found
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+GRAPH = {name: {m for m in _imports(path) if m in MODULES and m != name}
+         for name, path in MODULES.items()}
+
+
+def test_the_library_never_imports_convert_or_benchmarks():
+    offenders = {name: sorted(m for m in _imports(path)
+                              if m.split(".")[0] in ("convert", "benchmarks", "zoo_tests"))
+                 for name, path in MODULES.items()}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_no_import_cycles():
+    """Depth-first search over zoo's import graph (lazy imports count too). The package
+    facade ``zoo`` (``zoo/__init__.py``) may import anything, nothing may import it."""
+    entry_points = {"zoo.cli", "zoo.__main__", "zoo.experiment"}  # programs, not library
+    assert not GRAPH["zoo"] & entry_points
+    importers_of_facade = sorted(n for n, deps in GRAPH.items()
+                                 if "zoo" in deps and n != "zoo" and n not in entry_points)
+    assert importers_of_facade == [], f"modules importing the zoo facade: {importers_of_facade}"
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(GRAPH[node] - {"zoo"}):
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep):] + [dep] if dep in stack else [node, dep]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 2
+
+    for name in sorted(GRAPH):
+        if name not in state and name != "zoo":
+            visit(name, [name])
+
+
+def test_the_core_knows_no_family():
+    """Only the families' own folders and the one registration list name a family."""
+    allowed = {"zoo", "zoo.models"}
+    core = {n: deps for n, deps in GRAPH.items()
+            if not n.startswith("zoo.models.") and n not in allowed}
+    offenders = {n: sorted(d for d in deps if d.startswith("zoo.models."))
+                 for n, deps in core.items()}
+    assert not {k: v for k, v in offenders.items() if v}
+    for name, path in MODULES.items():
+        if name in core:
+            text = path.read_text().lower()
+            for word in ("haiku", "safetensors", "pytorch_model", "bert"):
+                assert not re.search(rf"\b{word}\b", text), \
+                    f"{path.relative_to(ROOT)} mentions {word!r}"
+
+
+def test_families_do_not_import_each_other():
+    for name, deps in GRAPH.items():
+        if name.startswith("zoo.models."):
+            family = name.split(".")[2]
+            others = [d for d in deps if d.startswith("zoo.models.")
+                      and d.split(".")[2] != family]
+            assert not others, f"{name} imports another family: {others}"
