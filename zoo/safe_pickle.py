@@ -1,4 +1,4 @@
-"""Format-neutral parts of an allow-listed unpickler (Haiku states, torch ``data.pkl``).
+"""Format-neutral parts of an allow-listed unpickler, shared by the families' checkpoint readers.
 
 Pickle is a code-execution format: any global it names is imported and called. A reader of
 someone else's checkpoint therefore never lets ``pickle`` import anything. Instead:
@@ -12,7 +12,7 @@ someone else's checkpoint therefore never lets ``pickle`` import anything. Inste
 3. ``finish`` walks the result once (depth-capped, cycle-checked), swaps stand-in results
    for real values and refuses any object the stand-ins did not produce.
 
-Each format (``zoo.models.m2l.haiku_pickle``, ``zoo.models.bert.torch_bin``) supplies its
+Each format (a family's pickle reader under ``zoo/models/<family>/``) supplies its
 own stand-ins, which should be slot-only objects or per-load classes (see ``StandIn``) so a
 hostile BUILD cannot alter them for later loads.
 """
@@ -29,9 +29,9 @@ import numpy as np
 
 from zoo.errors import ZooError
 
-MAX_DEPTH = 32  # a real Haiku state nests ~7 deep, a torch state dict ~4
+MAX_DEPTH = 32  # real checkpoints nest fewer than 10 levels
 
-# Opcodes no checkpoint format here needs unless it says so (torch needs BINPERSID).
+# Opcodes no checkpoint format needs unless its reader says so (e.g. persistent ids).
 REFUSED_OPCODES: Mapping[str, str] = {
     "PERSID": "persistent id", "BINPERSID": "persistent id",
     "EXT1": "extension code", "EXT2": "extension code", "EXT4": "extension code",
