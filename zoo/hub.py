@@ -3,8 +3,8 @@
 Weights are resolved in this order:
 
 1. ``weights=DIR`` — a zoo model directory (converted checkpoint or fine-tuned run), or a
-   checkpoint in a family's own format that the family recognises (an HF folder for the
-   BERT family, a Haiku pickle for M2L), converted in memory;
+   checkpoint in a family's own format that the family recognises (``Family.open_folder``),
+   converted in memory;
 2. the local store ``$ZOO_WEIGHTS_DIR/<name>`` (default ``~/.cache/zoo/weights/<name>``);
 3. the published weights, fetched and converted once into the store by the model's
    family (``EncoderSpec.family.fetch``);
@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from zoo import checkpoint
+from zoo.errors import ConfigError, InvalidArgumentError
 from zoo.model import ZooModel, abstract_encoder, build_head, build_model, model_info
 from zoo.registry import Converted, WeightsNotFoundError, families, get_encoder, get_head
 
@@ -72,8 +73,8 @@ def open_foreign(path: str | Path, name: str | None = None) -> Converted | None:
 def _not_weights(path) -> WeightsNotFoundError:
     return WeightsNotFoundError(
         f"{str(path)!r} is neither a zoo model directory or run (no {checkpoint.MANIFEST} there "
-        "or in its model/ subfolder) nor a checkpoint a model family recognises (e.g. a "
-        "HuggingFace folder with config.json and model.safetensors or pytorch_model.bin)")
+        "or in its model/ subfolder) nor a checkpoint a model family recognises ("
+        + "; ".join(f.formats for f in families() if f.formats) + ")")
 
 
 def resolve_weights(name: str, weights: str | Path | None = None) -> Path | Converted:
@@ -125,7 +126,8 @@ def load(
     looks_like_path = "/" in name or os.sep in name or Path(name).exists()
     if looks_like_path and weights is None:
         if not pretrained:
-            raise ValueError("pretrained=False makes no sense for a path; pass a model name")
+            raise InvalidArgumentError(
+                "pretrained=False makes no sense for a path; pass a model name")
         found: Path | Converted | None = model_directory(name) or open_foreign(name)
         if found is None:
             raise _not_weights(name)
@@ -134,7 +136,8 @@ def load(
         spec = get_encoder(name)
         if not pretrained:
             if weights is not None:
-                raise ValueError("weights=... was given with pretrained=False; drop one")
+                raise InvalidArgumentError(
+                    "weights=... was given with pretrained=False; drop one")
             return build_model(name, head, num_classes=num_classes, seed=seed)
         found = resolve_weights(name, weights)
         explicit_head = head
@@ -152,7 +155,10 @@ def load(
             warnings.warn(f"{found} holds {model_name!r}, loading it as {name!r}")
             model_name, config = name, get_encoder(name).config
         else:
-            config = get_encoder(model_name).family.config_from_dict(manifest["config"])
+            try:
+                config = get_encoder(model_name).family.config_from_dict(manifest["config"])
+            except (ValueError, TypeError) as err:  # families raise plain ValueErrors
+                raise ConfigError(f"{found / checkpoint.MANIFEST}: {err}") from None
         tokenizer = _load_tokenizer(found, manifest)
     if explicit_head is None and looks_like_path:
         head = manifest.get("default_head")
@@ -162,7 +168,7 @@ def load(
 def _same_family_name(requested: str, found: str) -> str:
     """The registered name a foreign checkpoint is loaded under (the one asked for)."""
     if get_encoder(requested).family is not get_encoder(found).family:
-        raise ValueError(f"the weights hold a {get_encoder(found).family.name} model, "
+        raise InvalidArgumentError(f"the weights hold a {get_encoder(found).family.name} model, "
                          f"but {requested!r} is a {get_encoder(requested).family.name} model")
     return requested
 
@@ -175,12 +181,12 @@ def _load_tokenizer(directory: Path, manifest: dict):
 
     path = (directory / name).resolve()
     if directory.resolve() not in path.parents:
-        raise ValueError(f"{directory / checkpoint.MANIFEST}: tokenizer path {name!r} leaves "
+        raise ConfigError(f"{directory / checkpoint.MANIFEST}: tokenizer path {name!r} leaves "
                          "the model directory")
     try:
         return Tokenizer.from_file(str(path))
     except Exception as err:  # the tokenizers library raises plain Exceptions
-        raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
+        raise ConfigError(f"{path}: not a valid tokenizer.json ({err})") from None
 
 
 def _restore(found: Path | Converted, manifest: dict, name: str, config, head: str | None,
@@ -229,7 +235,7 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
     if restore_head:
         checkpoint.assign_params(head_module, restored, f"heads/{head}/")
     if tokenizer is not None and tokenizer.get_vocab_size() > config.vocab_size:
-        raise ValueError(f"{_where(found)}: the tokenizer has {tokenizer.get_vocab_size()} "
+        raise ConfigError(f"{_where(found)}: the tokenizer has {tokenizer.get_vocab_size()} "
                          f"tokens but the model embeds only {config.vocab_size}")
     model = ZooModel(encoder, head_module, info, tokenizer=tokenizer)
     model.eval()

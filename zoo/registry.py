@@ -67,6 +67,7 @@ class Family:
     config_from_dict: Callable[[Mapping], Any]
     fetch: Callable[["EncoderSpec", Path], Converted] | None = None
     open_folder: Callable[[Path, str | None], Converted | None] | None = None
+    formats: str = ""  # what ``open_folder`` accepts, for error messages
 
 
 @dataclasses.dataclass(frozen=True)

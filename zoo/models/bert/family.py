@@ -507,5 +507,6 @@ def fetch(spec, download_dir: Path) -> Converted:
     return convert_folder(download(spec.source.repo_id, download_dir, spec.name), spec.name)
 
 
-FAMILY = register_family(Family(name="bert", config_from_dict=config_from_dict, fetch=fetch,
-                                open_folder=open_folder))
+FAMILY = register_family(Family(
+    name="bert", config_from_dict=config_from_dict, fetch=fetch, open_folder=open_folder,
+    formats="a HuggingFace folder with config.json and model.safetensors or pytorch_model.bin"))

@@ -76,5 +76,6 @@ def open_folder(path: Path, name: str | None) -> Converted | None:
     return convert_pickle(path, model=name or DEFAULT_MODEL)
 
 
-FAMILY = register_family(Family(name="m2l", config_from_dict=config_from_dict, fetch=fetch,
-                                open_folder=open_folder))
+FAMILY = register_family(Family(
+    name="m2l", config_from_dict=config_from_dict, fetch=fetch, open_folder=open_folder,
+    formats="a pickled Haiku training state (.pkl)"))
