@@ -40,7 +40,8 @@ def sst2(session):
 def bench(session):
     """The benchmark of issue #4: Haiku original vs zoo (`-- --quick` for a fast smoke run)."""
     session.install(".[bench]")
-    session.run("python", "-m", "benchmarks.bench", *session.posargs, env=_env())
+    # The bench writes its own runs/bench folder: a re-run replaces its earlier result.
+    session.run("python", "-m", "benchmarks.bench", "--overwrite", *session.posargs, env=_env())
 
 
 @nox.session

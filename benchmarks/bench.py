@@ -269,7 +269,7 @@ def zoo_train_step(settings: Settings, batch: dict, **kw):
     def run():
         key = jax.random.fold_in(base, counter[0])
         counter[0] += 1
-        steps.model_state, steps.opt_state, update = steps.train(
+        steps.model_state, steps.opt_state, update, _ = steps.train(
             steps.model_state, steps.opt_state, batch, key)
         jax.block_until_ready(update)
 
@@ -399,7 +399,7 @@ def bench_epoch(settings: Settings, data: Data, haiku_step_s: float
         batch = batcher.make_batch(plan[i])
         arrays = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                   "labels": batch.labels, "weights": batch.weights}
-        steps.model_state, steps.opt_state, update = steps.train(
+        steps.model_state, steps.opt_state, update, _ = steps.train(
             steps.model_state, steps.opt_state, arrays, jax.random.fold_in(base, i))
         jax.block_until_ready(update)
 
@@ -715,8 +715,28 @@ def _columns(rows: list[dict]) -> list[str]:
     return [c for c in COLUMNS if c in shown]
 
 
-def run_bench(settings: Settings, out: Path, data_dir: str | None, runs_dir: Path) -> dict:
+BENCH_FILES = frozenset({"bench.md", "bench.json"})
+
+
+def _is_bench_dir(path: Path) -> bool:
+    """An earlier output of this benchmark: bench.json and bench.md, nothing else."""
+    from zoo.fsutil import entries_are
+
+    return (path / "bench.json").is_file() and entries_are(path, BENCH_FILES.__contains__)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    from zoo.fsutil import check_output
+
+    check_output(out, overwrite=overwrite, owned=_is_bench_dir, what="a benchmark output folder")
+
+
+def run_bench(settings: Settings, out: Path, data_dir: str | None, runs_dir: Path,
+              overwrite: bool = False) -> dict:
+    """Every section, then bench.md + bench.json written into ``out`` as one atomic folder."""
     import jax
+
+    from zoo.fsutil import atomic_directory
 
     import zoo
 
@@ -743,10 +763,11 @@ def run_bench(settings: Settings, out: Path, data_dir: str | None, runs_dir: Pat
     add("memory", *bench_memory(settings, data_dir))
     result = {"header": header(settings), "sections": sections,
               "seconds": time.perf_counter() - started}
-    out.mkdir(parents=True, exist_ok=True)
     text = render(result)
-    (out / "bench.md").write_text(text)
-    (out / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    with atomic_directory(out, overwrite=overwrite, owned=_is_bench_dir,
+                          what="a benchmark output folder") as tmp:
+        (tmp / "bench.md").write_text(text)
+        (tmp / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     log(f"wrote {out / 'bench.md'} and {out / 'bench.json'}")
     return result
 
@@ -755,6 +776,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, few repetitions (seconds)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where bench.md / bench.json go")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier benchmark output in --out")
     p.add_argument("--data-dir", default=None, help="SST-2 folder (default $ZOO_SST2_DIR)")
     p.add_argument("--sst2-runs", default=str(DEFAULT_RUNS),
                    help="run directories with metrics.jsonl (time to 0.80 dev accuracy)")
@@ -788,7 +811,13 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = _data_dir(args.data_dir)
         if args.part:
             return run_part(args.part, settings, data_dir)
-        result = run_bench(settings, Path(args.out), data_dir, Path(args.sst2_runs))
+        try:
+            _check_out(Path(args.out), args.overwrite)  # before minutes of measuring
+        except OSError as err:  # OutputExistsError: one line, as the zoo's commands do
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        result = run_bench(settings, Path(args.out), data_dir, Path(args.sst2_runs),
+                           overwrite=args.overwrite)
         print(render(result))
         return 0
     finally:

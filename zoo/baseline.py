@@ -19,10 +19,16 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from zoo.errors import InvalidArgumentError
+from zoo.fsutil import atomic_directory, check_output, entries_are
 from zoo.report import write_report
 
 LABEL_NAMES = ("negative", "positive")
 MODEL_NAME = "tfidf-logreg"
+BASELINE_JSON = "baseline.json"
+_FILES = frozenset({BASELINE_JSON, "dev_report.txt", "dev_report.json", "dev_confusion.png",
+                    "test_predictions.tsv"})
+_WHAT = "a baseline report folder (baseline.json, dev_report.*, test_predictions.tsv)"
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +55,20 @@ def run_baseline(
     max_features: int = 10_000,
     leaky: bool = False,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit TF-IDF (train text only) + logistic regression on train; score on validation.
 
     With ``out_dir`` it writes the dev report (``dev_report.*``), ``baseline.json`` and, when
     the dataset has a test split, ``test_predictions.tsv``; test predictions are never scored.
+    The folder is written whole into a temporary sibling and renamed into place; an existing
+    ``out_dir`` is replaced only when it is an earlier baseline output and ``overwrite`` is
+    set (checked before fitting, so a refusal costs nothing).
     """
+    if out_dir is not None:
+        check_output(Path(out_dir), overwrite=overwrite, owned=is_baseline_dir, what=_WHAT)
+    if isinstance(max_features, bool) or not isinstance(max_features, int) or max_features < 1:
+        raise InvalidArgumentError(f"max_features must be a positive int, got {max_features!r}")
     train, dev = dataset["train"], dataset["validation"]
     train_text, dev_text = _sentences(train), _sentences(dev)
     fit_text = train_text
@@ -85,12 +99,23 @@ def run_baseline(
         "seed": seed,
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        title = f"{MODEL_NAME} on validation" + (" (LEAKY: TF-IDF fit on train + validation)" if leaky else "")
-        write_report(out, dev_true, dev_pred, LABEL_NAMES, prefix="dev", title=title)
-        if "test" in dataset:
-            test = dataset["test"]
-            test_pred = classifier.predict(vectorizer.transform(_sentences(test)))
-            _write_test_predictions(test, test_pred, out / "test_predictions.tsv")
-        (out / "baseline.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        with atomic_directory(Path(out_dir), overwrite=overwrite, owned=is_baseline_dir,
+                              what=_WHAT) as out:
+            title = f"{MODEL_NAME} on validation" + (
+                " (LEAKY: TF-IDF fit on train + validation)" if leaky else "")
+            write_report(out, dev_true, dev_pred, LABEL_NAMES, prefix="dev", title=title)
+            if "test" in dataset and len(dataset["test"]):
+                test = dataset["test"]
+                test_pred = classifier.predict(vectorizer.transform(_sentences(test)))
+                _write_test_predictions(test, test_pred, out / "test_predictions.tsv")
+            (out / BASELINE_JSON).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def is_baseline_dir(path: Path) -> bool:
+    """True when ``path`` holds only what ``run_baseline`` writes, with its ``baseline.json``."""
+    try:
+        ours = json.loads((path / BASELINE_JSON).read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return ours == MODEL_NAME and entries_are(path, lambda name: name in _FILES)

@@ -10,10 +10,12 @@ therefore at most the set of buckets, and a jitted step compiles at most once pe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from zoo.errors import InvalidArgumentError
 
 DEFAULT_BUCKETS = (16, 32, 64, 128)
 FILLER_INDEX = -1
@@ -22,7 +24,7 @@ FILLER_INDEX = -1
 def buckets_for(max_len: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> tuple[int, ...]:
     """The buckets shorter than ``max_len``, then ``max_len`` (the longest an example can be)."""
     if max_len < 1:
-        raise ValueError(f"max_len must be positive, got {max_len}")
+        raise InvalidArgumentError(f"max_len must be positive, got {max_len}")
     return tuple(sorted({b for b in buckets if 0 < b < max_len})) + (max_len,)
 
 
@@ -35,6 +37,8 @@ class Batch:
     labels: np.ndarray          # (B,) int32, 0 on filler rows
     weights: np.ndarray         # (B,) float32, 1 real / 0 filler
     indices: np.ndarray         # (B,) int64, example index or -1 for filler
+    # Per-example side inputs (e.g. a teacher's logits), rows gathered like labels; 0 on filler.
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_real(self) -> int:
@@ -52,9 +56,10 @@ class BucketBatcher:
         batch_size: int,
         buckets: Sequence[int],
         pad_id: int = 0,
+        extras: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size
         self.buckets = _checked_buckets(buckets)
         self.pad_id = pad_id
@@ -79,9 +84,24 @@ class BucketBatcher:
             self.labels = np.asarray(_as_list(labels), dtype=np.int32)
             if self.labels.shape != (len(rows),):
                 raise ValueError(f"{len(self.labels)} labels for {len(rows)} examples")
+        self.extras = {name: np.asarray(values) for name, values in (extras or {}).items()}
+        for name, values in self.extras.items():
+            if values.ndim < 1 or values.shape[0] != len(rows):
+                raise ValueError(
+                    f"extras[{name!r}] has shape {values.shape} for {len(rows)} examples")
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def token_rows(self) -> list[np.ndarray]:
+        """Each example's token ids (views of the flat array): to build a batcher over more."""
+        return [self._flat[a:b] for a, b in zip(self._offsets[:-1], self._offsets[1:])]
+
+    def id_range(self) -> tuple[int, int]:
+        """(smallest, largest) token id over all examples; (0, 0) when there are none."""
+        if not self._flat.size:
+            return 0, 0
+        return int(self._flat.min()), int(self._flat.max())
 
     @property
     def steps_per_epoch(self) -> int:
@@ -126,7 +146,11 @@ class BucketBatcher:
         weights[:n] = 1.0
         full_indices = np.full(self.batch_size, FILLER_INDEX, np.int64)
         full_indices[:n] = indices
-        return Batch(input_ids, attention_mask, labels, weights, full_indices)
+        extras = {}
+        for name, values in self.extras.items():
+            extras[name] = np.zeros((self.batch_size, *values.shape[1:]), values.dtype)
+            extras[name][:n] = values[indices]
+        return Batch(input_ids, attention_mask, labels, weights, full_indices, extras)
 
     def padding_fraction(self, plan: Sequence[np.ndarray]) -> float:
         """Share of token slots in the plan's batches that are padding (filler rows included)."""
@@ -186,5 +210,5 @@ def _checked_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
     """Buckets sorted and de-duplicated; all must be positive."""
     checked = tuple(sorted({int(b) for b in buckets}))
     if not checked or checked[0] < 1:
-        raise ValueError(f"buckets must be positive lengths, got {tuple(buckets)}")
+        raise InvalidArgumentError(f"buckets must be positive lengths, got {tuple(buckets)}")
     return checked

@@ -147,6 +147,13 @@ def verify_checksums(root: Path, recorded: Mapping[str, str], *, what: str) -> N
                 f"re-create {what}")
 
 
+def _replaceable_model_dir(path: Path) -> bool:
+    """A model directory holding nothing but its own files (so replacing it loses nothing)."""
+    from zoo.fsutil import entries_are
+
+    return is_model_dir(path) and entries_are(path, {MANIFEST, PARAMS, TOKENIZER}.__contains__)
+
+
 def is_model_dir(path: Path) -> bool:
     """True when ``path`` holds a zoo model directory (its manifest names our format)."""
     try:
@@ -174,7 +181,7 @@ def save_model_dir(
     from zoo.fsutil import atomic_directory
 
     directory = Path(directory).expanduser().absolute()
-    with atomic_directory(directory, overwrite=overwrite, owned=is_model_dir,
+    with atomic_directory(directory, overwrite=overwrite, owned=_replaceable_model_dir,
                           what="a zoo model directory") as tmp:
         tree = unflatten({k: np.asarray(v) for k, v in params.items()})
         with ocp.StandardCheckpointer() as checkpointer:
@@ -286,7 +293,15 @@ def stored_shapes(directory: str | Path) -> dict[str, jax.ShapeDtypeStruct]:
 
     params_dir = Path(directory).expanduser().resolve() / PARAMS
     with ocp.StandardCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(params_dir).item_metadata.tree
+        try:
+            item = checkpointer.metadata(params_dir).item_metadata
+        except (ValueError, TypeError, KeyError, OSError) as err:  # unverified and unreadable
+            raise IntegrityError(f"{params_dir}: unreadable orbax checkpoint "
+                                 f"({type(err).__name__}: {str(err)[:200]})") from None
+        if item is None:  # orbax's answer for an unparseable _METADATA
+            raise IntegrityError(f"{params_dir}: unreadable orbax checkpoint (its _METADATA "
+                                 "cannot be read)")
+        tree = item.tree
     return {
         path: jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype)
         for path, meta in flatten(tree).items()
@@ -311,5 +326,9 @@ def load_params(
     }
     check_tree(expected, stored, source=f"checkpoint {directory}")
     with ocp.StandardCheckpointer() as checkpointer:
-        restored = flatten(checkpointer.restore(directory / PARAMS))
+        try:
+            restored = flatten(checkpointer.restore(directory / PARAMS))
+        except (ValueError, TypeError, KeyError, OSError) as err:
+            raise IntegrityError(f"{directory / PARAMS}: unreadable orbax checkpoint "
+                                 f"({type(err).__name__}: {str(err)[:200]})") from None
     return {path: np.asarray(restored[path]) for path in expected}

@@ -1,4 +1,4 @@
-"""``python -m zoo``: list, train, evaluate, predict, baseline, pretrain.
+"""``python -m zoo``: list, train, evaluate, predict, baseline, pretrain, distill.
 
 Errors a user can fix (a bad path, an unknown name, a malformed file) end the program
 with one line on stderr and exit status 2, not a traceback.
@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the zoo's error format: one line, ``error: ...``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str | None,
@@ -31,6 +40,8 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the zoo run in --out (its own files only)")
     parser.add_argument("--epochs", type=float, default=epochs)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--time-limit", type=float, help="stop training after this many seconds")
@@ -40,7 +51,7 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
                         "seed's constant-rate adam (use with --lr 5e-5)")
     parser.add_argument("--lr", type=float, dest="learning_rate",
                         help="peak learning rate (default: 1e-3 from a random init, the "
-                        "model's fine-tuning default from pre-trained weights, e.g. 5e-5 for BERT)")
+                        "model's fine-tuning default from pre-trained weights, e.g. 5e-5)")
     parser.add_argument("--schedule", choices=["linear", "cosine", "constant"],
                         default=defaults.schedule)
     parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction)
@@ -53,11 +64,12 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
 
 
 def _config(args, **extra):
+    """The TrainConfig the flags describe, range-checked before any work starts."""
     from zoo.train import TrainConfig
 
     fields = {f for f in TrainConfig.__dataclass_fields__}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return TrainConfig(**{**values, **extra})
+    return TrainConfig(**{**values, **extra}).validated()
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:
@@ -82,13 +94,32 @@ def cmd_train(args, head: str | None = None) -> int:
     from zoo.run import train_run
 
     cfg = _config(args, **({"head": head} if head else {}))
-    summary = train_run(cfg, args.out, resume=args.resume, show_progress=not args.quiet)
+    summary = train_run(cfg, args.out, resume=args.resume, show_progress=not args.quiet,
+                        overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_pretrain(args) -> int:
     return cmd_train(args, head="mlm")
+
+
+def cmd_distill(args) -> int:
+    from zoo.distill import DEFAULT_STUDENT, DistillConfig, distill_run
+    from zoo.train import TrainConfig
+
+    flags = {"model": args.student, "epochs": args.epochs, "max_steps": args.max_steps,
+             "time_limit": args.time_limit, "learning_rate": args.lr,
+             "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
+             "data_dir": args.data_dir}
+    train = TrainConfig(**DEFAULT_STUDENT | {k: v for k, v in flags.items() if v is not None})
+    settings = {"temperature": args.temperature, "alpha": args.alpha, "augment": args.augment}
+    cfg = DistillConfig(args.teacher, train, **{k: v for k, v in settings.items()
+                                                if v is not None}).validated()
+    summary = distill_run(cfg, args.out, resume=args.resume, show_progress=not args.quiet,
+                          overwrite=args.overwrite)
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -101,30 +132,60 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import zoo
 
-    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    from zoo.errors import InvalidArgumentError
+
+    for i, text in enumerate(args.texts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as surrogates
+            raise InvalidArgumentError(f"text argument {i} is not valid UTF-8") from None
+    texts = list(args.texts) or _stdin_lines()
     if not texts:
-        raise ValueError("no text given: pass texts as arguments or lines on stdin")
+        raise InvalidArgumentError("no text given: pass texts as arguments or lines on stdin")
     model = zoo.load(args.run)
     for p in model.predict(texts):
-        if args.json:
-            print(json.dumps({"text": p.text, "label": p.label, "probability": p.probability}))
+        if args.json:  # allow_nan=False: never print NaN, which is not JSON
+            print(json.dumps({"text": p.text, "label": p.label, "probability": p.probability},
+                             allow_nan=False))
         else:
             print(f"{p.label}\t{p.probability:.4f}\t{p.text}")
     return 0
+
+
+def _stdin_lines() -> list[str]:
+    """The non-blank lines of stdin, decoded strictly: bad UTF-8 is named by its line."""
+    from zoo.errors import InvalidArgumentError
+
+    lines = []
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise InvalidArgumentError(f"stdin, line {number}: not valid UTF-8 ({err.reason})"
+                                       ) from None
+        if line.strip():
+            lines.append(line)
+    return lines
 
 
 def cmd_baseline(args) -> int:
     from zoo.baseline import run_baseline
     from zoo.data import load_sst2
 
-    result = run_baseline(load_sst2(args.data_dir), Path(args.out) if args.out else None,
-                          leaky=args.leaky)
+    out = Path(args.out) if args.out else None
+    if out is not None:  # refuse a bad --out before reading any data
+        from zoo.baseline import _WHAT, is_baseline_dir
+        from zoo.fsutil import check_output
+
+        check_output(out, overwrite=args.overwrite, owned=is_baseline_dir, what=_WHAT)
+    result = run_baseline(load_sst2(args.data_dir), out, leaky=args.leaky,
+                          overwrite=args.overwrite)
     print(json.dumps(result, indent=2))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="registered models and heads")
@@ -153,25 +214,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baseline", help="TF-IDF + logistic regression on SST-2")
     p.add_argument("--data-dir")
-    p.add_argument("--out", help="write the report here")
+    p.add_argument("--out", help="write the report here (a new or empty folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier baseline report in --out")
     p.add_argument("--leaky", action="store_true",
                    help="fit TF-IDF on train+dev text as the original did (a leak)")
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("distill", help="distil a fine-tuned teacher into a small student")
+    p.add_argument("--teacher", required=True, help="fine-tuned run or model directory")
+    p.add_argument("--student", default="encoder-m2l-mini", help="registered encoder")
+    p.add_argument("--out", required=True, help="run directory of the student")
+    p.add_argument("--temperature", type=float, help="softmax temperature (default 2)")
+    p.add_argument("--alpha", type=float, help="weight of the teacher loss, in [0, 1]")
+    p.add_argument("--augment", type=int, help="augmented sentences per training sentence")
+    for flag, kind in (("--epochs", float), ("--max-steps", int), ("--time-limit", float),
+                       ("--lr", float), ("--batch-size", int), ("--eval-every", int),
+                       ("--seed", int)):
+        p.add_argument(flag, type=kind)
+    p.add_argument("--data-dir")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill)
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``warning: ...`` lines: the command line is not the place for source lines."""
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a mistake the user can fix ends with one line and exit status 2.
+
+    Only the zoo's own error types (and path errors) are caught: any other exception is a
+    bug in the zoo and keeps its traceback.
+    """
     from zoo.checkpoint import CheckpointMismatchError
     from zoo.errors import USER_ERRORS, one_line
 
     args = build_parser().parse_args(argv)
+    training = args.func in (cmd_train, cmd_pretrain, cmd_distill)
+    previous, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted: the latest checkpoint was saved; continue with --resume",
+    except KeyboardInterrupt as err:
+        from zoo.train import Terminated
+
+        saved = (f": the latest checkpoint was saved in {args.out}; continue with --resume"
+                 if training else "")
+        print(f"{'terminated' if isinstance(err, Terminated) else 'interrupted'}{saved}",
               file=sys.stderr)
-        return 130
-    except USER_ERRORS as err:
-        print(f"error: {one_line(err) if not isinstance(err, CheckpointMismatchError) else err}",
+        return 143 if isinstance(err, Terminated) else 130
+    except USER_ERRORS as err:  # a mismatch report lists every key: it keeps its lines
+        print(f"error: {err if isinstance(err, CheckpointMismatchError) else one_line(err)}",
               file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `zoo predict ... | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        warnings.showwarning = previous

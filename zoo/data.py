@@ -118,8 +118,20 @@ def _read_tsv(path: Path, header: tuple[str, ...], *, hint: str) -> list[tuple[i
     ``QUOTE_NONE``: SST-2 sentences contain quote characters that are text, not CSV quoting.
     Blank lines (e.g. a trailing one) are skipped.
     """
-    reader = csv.reader(io.StringIO(_read_utf8(path, hint=hint), newline=""), delimiter="\t",
-                        quoting=csv.QUOTE_NONE)
+    text = _read_utf8(path, hint=hint)
+    # csv refuses fields over 128 KiB by default; a field can be no longer than the file.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        return _tsv_rows(path, text, header)
+    except csv.Error as err:  # e.g. a NUL byte
+        raise DataFormatError(f"{path}: not a valid TSV file ({err})") from None
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _tsv_rows(path: Path, text: str, header: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     first = next(reader, None)
     if first is None or tuple(field.strip() for field in first) != header:
         found = "an empty file" if first is None else repr("\t".join(first))
@@ -136,6 +148,8 @@ def _read_tsv(path: Path, header: tuple[str, ...], *, hint: str) -> list[tuple[i
                 f"({', '.join(header)}), found {len(fields)}"
             )
         rows.append((reader.line_num, fields))
+    if not rows and header[-1] == "label":  # an unlabelled test split may be empty
+        raise DataFormatError(f"{path}: no data rows (only the header)")
     return rows
 
 

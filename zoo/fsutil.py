@@ -18,6 +18,15 @@ from typing import Callable, Iterator
 from zoo.errors import ZooError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
+
+
 class OutputExistsError(ZooError, FileExistsError):
     """The output path holds something the tool must not replace."""
 
@@ -48,16 +57,124 @@ def atomic_directory(target: Path, *, overwrite: bool, owned: Callable[[Path], b
     check_output(target, overwrite=overwrite, owned=owned, what=what)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    old = None
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would outlive the rename
         yield tmp
         check_output(target, overwrite=overwrite, owned=owned, what=what)  # still true?
-        old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.rename(target, old / "previous")  # a rename: nothing is lost if we stop here
         os.rename(tmp, target)
+    except BaseException:
+        if old is not None and (old / "previous").exists() and not target.exists():
+            os.rename(old / "previous", target)  # put the previous result back
+        shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def entries_are(folder: Path, own: Callable[[str], bool]) -> bool:
+    """True when every entry of ``folder`` is one the tool writes (``own(name)``).
+
+    ``owned`` predicates use it so that replacing a tool's output never takes a user's file
+    that was dropped into that folder along with it.
+    """
+    return all(own(entry.name) for entry in Path(folder).iterdir())
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it replaces ``path`` in one rename.
+
+    A reader (or a crash) sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would outlive the rename
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary sibling and a rename."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Names of the hidden leftovers ``atomic_file``/``atomic_directory`` may leave on a crash."""
+    return name.startswith(".") and any(tag in name for tag in (".tmp-", ".partial-", ".old-"))
+
+
+class InUseError(ZooError):
+    """Another process holds the folder's lock (e.g. a trainer writing to the same run)."""
+
+
+class FolderLock:
+    """An exclusive ``fcntl.flock`` on ``FOLDER/.lock``, held while the ``with`` block runs.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a crashed trainer
+    never leaves a stale lock behind. The holder writes its pid into the file, so the error a
+    second process gets names who is in the way. (On systems without ``fcntl`` it is a no-op.)
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path, what: str = "another training process"):
+        self.path = Path(folder) / self.NAME
+        self.what = what
+        self._handle = None
+
+    def __enter__(self) -> "FolderLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover (Windows)
+            return self
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise InUseError(f"{self.path.parent} is in use by {self.what} (pid {pid}); wait for "
+                             "it to finish or stop it, or choose another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    @classmethod
+    def holder(cls, folder: Path) -> str | None:
+        """The pid holding ``folder``'s lock, or None; creates nothing (a peek, not a lock)."""
+        try:
+            import fcntl
+
+            handle = open(Path(folder) / cls.NAME, "r", encoding="utf-8")
+        except (ImportError, OSError):
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "unknown"
+        return None
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the flock
+            self._handle = None

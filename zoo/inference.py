@@ -15,7 +15,13 @@ import numpy as np
 from flax import nnx
 
 from zoo.batching import buckets_for, pad_to_bucket
+from zoo.errors import InvalidArgumentError, ZooError
 from zoo.nn import in_training_mode
+
+
+class NonFiniteOutputError(ZooError, FloatingPointError):
+    """A model's outputs hold NaN or infinity (its weights do): never returned as an answer."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -66,11 +72,13 @@ def predict(model, texts, batch_size: int = 64):
     from zoo.text import encode, special_ids
 
     if model.info.head_kind != "classification":
-        raise ValueError(f"predict needs a classification head; this model has {model.info.head!r}")
+        raise InvalidArgumentError(
+            f"predict needs a classification head; this model has {model.info.head!r}")
     if model.tokenizer is None:
-        raise ValueError("this model carries no tokenizer: load it from a model directory or run")
+        raise InvalidArgumentError(
+            "this model carries no tokenizer: load it from a model directory or run")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
     texts = _check_texts(texts)
     if not texts:
         return []
@@ -80,6 +88,11 @@ def predict(model, texts, batch_size: int = 64):
     buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))
     pad = special_ids(model.tokenizer)["pad"]
     probabilities_fn, state = _forward(model)
+    # The jitted forward checks no ids; a tokenizer's ids lie below its vocabulary size.
+    if model.tokenizer.get_vocab_size() > model.config.vocab_size:
+        raise InvalidArgumentError(
+            f"the tokenizer has {model.tokenizer.get_vocab_size()} tokens but the model embeds "
+            f"only {model.config.vocab_size}: the tokenizer does not belong to this model")
     token_ids = encode(model.tokenizer, texts, max_len)
     order = np.argsort([len(t) for t in token_ids], kind="stable")  # similar lengths together
     probabilities = np.empty((len(texts), model.info.num_classes), np.float32)
@@ -88,6 +101,11 @@ def predict(model, texts, batch_size: int = 64):
         ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad,
                                   num_rows=_bucket_rows(len(chunk), batch_size))
         probabilities[chunk] = np.asarray(probabilities_fn(state, ids, mask))[:len(chunk)]
+    bad = np.flatnonzero(~np.isfinite(probabilities).all(-1))
+    if bad.size:
+        raise NonFiniteOutputError(
+            f"the model gave non-finite probabilities (for text {int(bad[0])}): its weights hold "
+            "NaN or infinity; re-export or re-train the model")
     labels = model.info.labels
     return [
         Prediction(text, labels[int(p.argmax())], float(p.max()),

@@ -39,3 +39,31 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records after ``step`` (and any torn last line) from a metrics log, atomically.
+
+    A resumed run continues from its last checkpoint; what was logged after it (a crash
+    between logging and checkpointing) is logged again, so without this the log would hold
+    those steps twice.
+    """
+    from zoo.fsutil import atomic_write_text
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept, changed = [], False
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and isinstance(record.get("step"), (int, float)) \
+                and record["step"] <= step
+        except ValueError:
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            changed = True
+    if changed:
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))

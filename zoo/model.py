@@ -6,8 +6,11 @@ import dataclasses
 import functools
 from typing import Any, Mapping, Sequence
 
+import jax
+import numpy as np
 from flax import nnx
 
+from zoo.errors import InvalidArgumentError
 from zoo.inference import Prediction, predict
 from zoo.nn import count_params, in_training_mode, set_dropout_rate  # noqa: F401 (re-exported)
 from zoo.registry import get_encoder, get_head
@@ -51,6 +54,15 @@ class ZooModel(nnx.Module):
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None, *,
                  rngs: nnx.Rngs | None = None):
+        """Head outputs for a batch of token ids.
+
+        Called eagerly (concrete arrays), the inputs are checked first: 2-D, the same shape,
+        integer dtype, ids in ``[0, vocab_size)``, mask values 0/1, at most ``max_len``
+        positions. Inside ``jax.jit`` (tracers) nothing is checked and valid inputs are the
+        caller's duty: an out-of-range id there gives NaN or a wrapped-around row, silently.
+        """
+        if not isinstance(input_ids, jax.core.Tracer):
+            check_inputs(self.config, input_ids, attention_mask, token_type_ids)
         if token_type_ids is not None:
             hidden = self.encoder(input_ids, attention_mask, token_type_ids, rngs=rngs)
         else:
@@ -64,6 +76,51 @@ class ZooModel(nnx.Module):
     def predict(self, texts: str | Sequence[str], batch_size: int = 64) -> list[Prediction]:
         """Label and probability for each text (a classifier with a tokenizer only)."""
         return predict(self, texts, batch_size=batch_size)
+
+
+def check_inputs(config: Any, input_ids, attention_mask, token_type_ids=None) -> None:
+    """Raise ``InvalidArgumentError`` for inputs a model cannot read correctly.
+
+    Cheap (a min and a max per array): garbage ids otherwise turn into NaN logits or, for -1,
+    silently into the last embedding row.
+    """
+    arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        arrays["token_type_ids"] = token_type_ids
+    shape = None
+    for name, value in arrays.items():
+        if isinstance(value, jax.core.Tracer):
+            return  # mixed concrete/traced inputs: under a transform, the caller's duty
+        dtype = getattr(value, "dtype", None)
+        if dtype is None:
+            value = np.asarray(value)
+            dtype = value.dtype
+        if not (np.issubdtype(dtype, np.integer) or (name == "attention_mask" and dtype == bool)):
+            raise InvalidArgumentError(f"{name} must hold integers, got dtype {dtype}")
+        if np.ndim(value) != 2:
+            raise InvalidArgumentError(
+                f"{name} must be 2-D (batch, sequence), got shape {tuple(np.shape(value))}")
+        if shape is None:
+            shape = tuple(np.shape(value))
+        elif tuple(np.shape(value)) != shape:
+            raise InvalidArgumentError(
+                f"{name} has shape {tuple(np.shape(value))} but input_ids has {shape}")
+        arrays[name] = value
+    if 0 in shape:
+        raise InvalidArgumentError(f"input_ids is empty (shape {shape})")
+    max_len = getattr(config, "max_len", None)
+    if max_len is not None and shape[1] > max_len:
+        raise InvalidArgumentError(f"sequence length {shape[1]} exceeds the model's max_len "
+                                   f"{max_len}; truncate when tokenising")
+    limits = {"input_ids": config.vocab_size, "attention_mask": 2,
+              "token_type_ids": getattr(config, "type_vocab_size", None) or None}
+    for name, value in arrays.items():
+        low, high = int(value.min()), int(value.max())
+        limit = limits[name]
+        if low < 0 or (limit is not None and high >= limit):
+            span = f"[0, {limit})" if limit is not None else ">= 0"
+            raise InvalidArgumentError(f"{name} holds values in [{low}, {high}]; they must lie "
+                                       f"in {span}")
 
 
 def build_model(

@@ -15,6 +15,15 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, log_loss
 
+from zoo.errors import ZooError
+from zoo.fsutil import atomic_file, atomic_write_text
+
+
+
+class MetricsLogError(ZooError, ValueError):
+    """A metrics log (``metrics.jsonl``) is malformed; the message names the file and line."""
+
+
 # Keys of a metrics log line that are coordinates or bookkeeping, not metrics.
 _NON_METRIC_KEYS = frozenset({"step", "split", "epoch", "time"})
 
@@ -142,7 +151,8 @@ def _plot_confusion(summary: dict[str, Any], title: str, out_png: Path) -> None:
         color = "white" if count > threshold else "black"
         ax.text(col, row, str(count), ha="center", va="center", color=color)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
+    with atomic_file(out_png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -161,8 +171,8 @@ def write_report(
     title = title or f"{prefix} set"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{prefix}_report.txt").write_text(format_summary(summary, title), encoding="utf-8")
-    (out / f"{prefix}_report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / f"{prefix}_report.txt", format_summary(summary, title))
+    atomic_write_text(out / f"{prefix}_report.json", json.dumps(summary, indent=2) + "\n")
     _plot_confusion(summary, title, out / f"{prefix}_confusion.png")
     return summary
 
@@ -174,7 +184,7 @@ def _is_number(value: Any) -> bool:
 def _read_metrics(metrics_jsonl: Path) -> list[dict[str, Any]]:
     """Parse a JSONL metrics log; blank lines are skipped, anything else malformed is an error."""
     records = []
-    with open(metrics_jsonl, encoding="utf-8") as lines:
+    with open(metrics_jsonl, encoding="utf-8", errors="replace") as lines:  # bad bytes: bad JSON
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -182,14 +192,15 @@ def _read_metrics(metrics_jsonl: Path) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
+                raise MetricsLogError(f"{where}: not valid JSON ({error.msg})") from None
             if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                raise MetricsLogError(
+                    f"{where}: expected a JSON object, got {type(record).__name__}")
             if not _is_number(record.get("step")) or not isinstance(record.get("split"), str):
-                raise ValueError(f"{where}: needs a numeric 'step' and a string 'split'")
+                raise MetricsLogError(f"{where}: needs a numeric 'step' and a string 'split'")
             records.append(record)
     if not records:
-        raise ValueError(f"{metrics_jsonl}: no metrics records")
+        raise MetricsLogError(f"{metrics_jsonl}: no metrics records")
     return records
 
 
@@ -223,8 +234,8 @@ def plot_curves(metrics_jsonl: Path | str, out_png: Path | str) -> Path:
             ax.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(metrics_jsonl.name)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
+    with atomic_file(out_png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return out_png
 

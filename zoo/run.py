@@ -2,9 +2,11 @@
 
 Layout of ``RUN/``::
 
-    config.json                 the TrainConfig (``--resume`` reads it back)
+    config.json                 the TrainConfig (``--resume`` reads it back), format zoo-run/1
+    .lock                       held (flock) by the process training in the folder
     tokenizer.json              the tokenizer the run used
-    checkpoints/{latest,best}/  orbax checkpoints (params + optimizer + progress)
+    checkpoints/{latest,best}/  orbax checkpoints (params + optimizer + progress), each step
+                                with zoo_checksums.json (sha256 of its files, checked on restore)
     metrics.jsonl, tb/          metrics as they come (JSONL and TensorBoard)
     model/                      the best model as a zoo model directory: ``zoo.load(RUN)``
     dev_report.{txt,json}, dev_confusion.png, curves.png, summary.json
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +24,13 @@ from flax import nnx
 
 from zoo import checkpoint
 from zoo.batching import DEFAULT_BUCKETS, BucketBatcher, buckets_for
+from zoo.errors import ConfigError, InvalidArgumentError
+from zoo.fsutil import (FolderLock, InUseError, OutputExistsError, atomic_file,
+                        atomic_write_text, check_output, is_temporary_name)
 from zoo.hub import cache_root, load
 from zoo.model import ZooModel, build_model, set_dropout_rate
 from zoo.tasks import MaskingConfig, task_for
-from zoo.train import Evaluator, TrainConfig, Trainer
+from zoo.train import FLAGS, Evaluator, TrainConfig, Trainer, committed_steps
 
 EVAL_BATCH_SIZE = 64  # small batches run faster on CPU (cache-sized activations)
 
@@ -36,6 +42,7 @@ class PreparedData:
     dev: BucketBatcher
     dev_labels: np.ndarray | None
     masking: MaskingConfig | None
+    info: dict = dataclasses.field(default_factory=dict)  # merged into summary.json
 
 
 def make_model(cfg: TrainConfig) -> ZooModel:
@@ -59,23 +66,32 @@ def _tokenizer_for(model: ZooModel, texts: list[str], cfg: TrainConfig):
         tokenizer, _ = cached_tokenizer(
             texts, cfg.vocab_size or vocab_size, cache_root() / "tokenizers")
     if tokenizer.get_vocab_size() > vocab_size:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the tokenizer has {tokenizer.get_vocab_size()} tokens but {cfg.model} embeds "
-            f"only {vocab_size}"
+            f"only {vocab_size}" + (" (lower vocab_size)" if cfg.vocab_size else "")
         )
     return tokenizer
 
 
-def prepare_data(model: ZooModel, cfg: TrainConfig) -> PreparedData:
+def read_data(cfg: TrainConfig) -> tuple:
+    """(SST-2, the ``text_file`` lines or None), read before a model is built: bad data then
+    fails in a moment, not after the weights are loaded."""
     from zoo.data import load_sst2, read_text_lines
+    from zoo.registry import get_head
+
+    mlm = get_head(cfg.head).kind == "mlm"
+    lines = read_text_lines(cfg.text_file) if cfg.text_file and mlm else None
+    return load_sst2(cfg.data_dir), lines
+
+
+def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) -> PreparedData:
     from zoo.text import encode, special_ids, tokenize_splits
 
     max_len = min(cfg.max_len or model.config.max_len, model.config.max_len)
     buckets = buckets_for(max_len, tuple(cfg.buckets or DEFAULT_BUCKETS))
-    dataset = load_sst2(cfg.data_dir)
+    dataset, lines = raw or read_data(cfg)
     kind = model.info.head_kind
-    if kind == "mlm" and cfg.text_file:
-        lines = read_text_lines(cfg.text_file)
+    if kind == "mlm" and lines is not None:
         tokenizer = _tokenizer_for(model, lines, cfg)
         train_ids = encode(tokenizer, lines, max_len)
         dev_ids = encode(tokenizer, dataset["validation"]["sentence"], max_len)
@@ -91,7 +107,8 @@ def prepare_data(model: ZooModel, cfg: TrainConfig) -> PreparedData:
         n = model.info.num_classes
         for split, values in (("train", train_labels), ("validation", dev_labels)):
             if values.min() < 0 or values.max() >= n:
-                raise ValueError(f"SST-2 {split} labels outside 0..{n - 1} for a {n}-class head")
+                raise InvalidArgumentError(
+                    f"SST-2 {split} labels outside 0..{n - 1} for a {n}-class head")
     masking = None
     if kind == "mlm":
         masking = MaskingConfig(
@@ -102,40 +119,221 @@ def prepare_data(model: ZooModel, cfg: TrainConfig) -> PreparedData:
                           pad_id=ids["pad"])
     dev = BucketBatcher(dev_ids, dev_labels, batch_size=EVAL_BATCH_SIZE, buckets=buckets,
                         pad_id=ids["pad"])
+    for split, batcher in (("train", train), ("dev", dev)):
+        low, high = batcher.id_range()  # inside jit nothing checks ids: a bad one gives NaN
+        if low < 0 or high >= model.config.vocab_size:
+            raise InvalidArgumentError(
+                f"{split} token ids span [{low}, {high}], outside the vocabulary of "
+                f"{cfg.model} (0..{model.config.vocab_size - 1}); the tokenizer does not fit the "
+                f"model, or the token cache under {cache_root()} is damaged (delete it)")
     return PreparedData(tokenizer, train, dev, dev_labels, masking)
 
 
 def _save_tokenizer(tokenizer, run_dir: Path) -> Path:
     path = run_dir / checkpoint.TOKENIZER
-    tokenizer.save(str(path))
+    with atomic_file(path) as tmp:
+        tokenizer.save(str(tmp))
     return path
 
 
-def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
-              show_progress: bool = True) -> dict:
-    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume``); returns the summary."""
-    run_dir = Path(run_dir).resolve()
-    config_path = run_dir / "config.json"
-    if resume:
-        if not config_path.is_file():
-            raise FileNotFoundError(f"--resume: {config_path} does not exist")
-        saved = json.loads(config_path.read_text())
-        saved["buckets"] = tuple(saved["buckets"]) if saved.get("buckets") else None
-        cfg = TrainConfig(**saved)
-    else:
-        cfg = cfg.resolved()
-    if not resume and (run_dir / "checkpoints").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+# ------------------------------------------------------------------------------ the run folder
 
+RUN_FORMAT = "zoo-run/1"
+CONFIG = "config.json"
+# config.json sections of training methods beside plain training (their own settings).
+METHOD_SECTIONS = ("distill",)
+# Everything a run writes. --overwrite and a restart remove these names and nothing else.
+RUN_ENTRIES = frozenset({
+    CONFIG, checkpoint.TOKENIZER, "checkpoints", "metrics.jsonl", "tb", "model", "summary.json",
+    "dev_report.txt", "dev_report.json", "dev_confusion.png", "curves.png", FolderLock.NAME})
+
+
+def _own_entry(name: str) -> bool:
+    return name in RUN_ENTRIES or is_temporary_name(name)
+
+
+def _config_json(run_dir: Path) -> object:
+    """The parsed ``config.json``, or None when absent or unparseable."""
+    try:
+        return json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` holds a zoo run: its ``config.json`` is a run config.
+
+    Runs written before the ``format`` field are recognised by their fields and their
+    ``checkpoints/`` folder, so a foreign ``config.json`` (e.g. a HuggingFace model's) is not.
+    """
+    path = Path(path)
+    data = _config_json(path)
+    if not isinstance(data, dict):
+        return False
+    if data.get("format") == RUN_FORMAT:
+        return True
+    fields = set(TrainConfig.__dataclass_fields__)
+    return "model" in data and "head" in data and set(data) <= fields \
+        and (path / "checkpoints").is_dir()
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """A run's ``config.json``, checked like the flags it came from (errors name the file)."""
+    path = Path(run_dir) / CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    data = {k: v for k, v in data.items() if k not in METHOD_SECTIONS}  # their owners read them
+    if data.pop("format", RUN_FORMAT) != RUN_FORMAT:
+        raise ConfigError(f"{path}: not a {RUN_FORMAT} run config")
+    unknown = sorted(set(data) - set(TrainConfig.__dataclass_fields__))
+    if unknown or "model" not in data or "head" not in data:
+        what = f"unknown field(s) {', '.join(unknown)}" if unknown else "'model' or 'head' missing"
+        raise ConfigError(f"{path}: {what}; it is not a zoo run config")
+    if isinstance(data.get("buckets"), list):
+        data["buckets"] = tuple(data["buckets"])
+    return TrainConfig(**data).validated(source=str(path))
+
+
+def _completed(run_dir: Path) -> bool:
+    """True once the run holds a result worth keeping: a committed checkpoint or an export."""
+    checkpoints = run_dir / "checkpoints"
+    return any(committed_steps(checkpoints / kind) for kind in ("latest", "best")) \
+        or (run_dir / "model").exists() or (run_dir / "summary.json").exists()
+
+
+def _check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, with one line, a ``--out`` that training must not write into.
+
+    New or empty: fine. A run: ``--resume`` continues it; a fresh start replaces it only with
+    ``--overwrite``, or when it never completed a checkpoint (a crash early in its first
+    run). Anything else is someone's folder and is refused.
+    """
+    if not run_dir.exists():
+        if resume:
+            raise FileNotFoundError(f"--resume: {run_dir} does not exist")
+        return
+    if not run_dir.is_dir():
+        raise OutputExistsError(f"{run_dir} exists and is not a folder; choose another --out")
+    entries = [e.name for e in run_dir.iterdir()
+               if e.name != FolderLock.NAME and not is_temporary_name(e.name)]
+    if not entries and not resume:
+        return
+    if not is_run_dir(run_dir):
+        if (run_dir / CONFIG).is_file() and all(map(_own_entry, entries)):
+            read_run_config(run_dir)  # a run with a broken config: say what is wrong with it
+        raise OutputExistsError(
+            f"{run_dir} is not empty and is not a zoo run; choose a new or empty folder")
+    if resume:
+        return
+    if _completed(run_dir) and not overwrite:
+        raise OutputExistsError(
+            f"{run_dir} already holds a zoo run: pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --out")
+
+
+def _check_inputs_outside(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse inputs that live among the run files a fresh start is about to remove."""
+    for field in ("weights", "data_dir", "text_file"):
+        value = getattr(cfg, field)
+        if value is None:
+            continue
+        path = Path(value).expanduser().resolve()
+        if path.is_relative_to(run_dir) and path != run_dir \
+                and _own_entry(path.relative_to(run_dir).parts[0]):
+            raise InvalidArgumentError(
+                f"{FLAGS[field]} {value} lies inside the run files of --out {run_dir}, which "
+                "a fresh start replaces; copy it elsewhere first")
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """Remove the run's own entries (never a user's file; ``model/`` only if it is a model)."""
+    for entry in run_dir.iterdir():
+        if entry.name == FolderLock.NAME or not _own_entry(entry.name):
+            continue
+        if entry.name == "model" and not checkpoint.is_model_dir(entry):
+            continue  # not ours after all: the export check below refuses it by name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
+              show_progress: bool = True, overwrite: bool = False, *, prepare=None,
+              task=None, method: dict | None = None) -> dict:
+    """Train per ``cfg`` into ``run_dir`` (or continue it with ``resume``); returns the summary.
+
+    Everything that can be checked is checked before the folder is touched: the config's
+    ranges and names, that ``run_dir`` is new, empty or this run (``_check_run_folder``), the
+    starting weights and the data. The folder is then locked for the whole run, so a second
+    trainer on it fails at once.
+
+    Another training method (``zoo.distill``) passes its ``prepare(model, cfg) ->
+    PreparedData``, its ``task`` and ``method`` ({config.json section: settings}).
+    """
+    from zoo.registry import get_encoder, get_head
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    if resume and overwrite:
+        raise InvalidArgumentError("--resume continues a run and --overwrite replaces it; "
+                                   "pass only one")
+    _check_not_in_use(run_dir)
+    _check_run_folder(run_dir, resume, overwrite)
+    if resume:
+        cfg = read_run_config(run_dir)
+        _check_same_method(run_dir, method)
+    else:
+        cfg = cfg.validated().resolved()
+        get_encoder(cfg.model), get_head(cfg.head)
+        _check_inputs_outside(run_dir, cfg)
+    check_output(run_dir / "model", overwrite=True, owned=checkpoint.is_model_dir,
+                 what="a zoo model directory")
+    raw = read_data(cfg) if prepare is None else None
     model = make_model(cfg)
-    data = prepare_data(model, cfg)
+    data = prepare(model, cfg) if prepare is not None else prepare_data(model, cfg, raw)
+    _check_not_in_use(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(run_dir):
+        _check_run_folder(run_dir, resume, overwrite)  # again, now that no one else can write
+        if not resume:
+            _remove_run_files(run_dir)
+            atomic_write_text(run_dir / CONFIG,
+                              json.dumps({"format": RUN_FORMAT, **cfg.to_dict(), **(method or {})},
+                                         indent=2) + "\n")
+        return _train(model, data, cfg, run_dir, resume, show_progress, task)
+
+
+def _check_same_method(run_dir: Path, method: dict | None) -> None:
+    """Refuse to resume a run with another method than the one that started it."""
+    found = sorted(set(_config_json(run_dir) or {}) & set(METHOD_SECTIONS))
+    if found != sorted(method or {}):
+        made_by = found[0] if found else "train"
+        raise InvalidArgumentError(f"{run_dir} was made by `zoo {made_by}`; continue it with "
+                                   f"`python -m zoo {made_by} --out {run_dir} --resume`")
+
+
+def _check_not_in_use(run_dir: Path) -> None:
+    pid = FolderLock.holder(run_dir)
+    if pid is not None:  # said first: it explains whatever else looks odd in the folder
+        raise InUseError(f"{run_dir} is in use by another training process (pid {pid}); wait "
+                         "for it to finish or stop it, or choose another --out")
+
+
+def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path, resume: bool,
+           show_progress: bool, task=None) -> dict:
     tokenizer_path = _save_tokenizer(data.tokenizer, run_dir)
-    trainer = Trainer(model, cfg, run_dir, data.train, data.dev, data.masking, show_progress)
-    progress = trainer.fit(resume=resume)
-    best = trainer.best_model()
+    trainer = Trainer(model, cfg, run_dir, data.train, data.dev, data.masking, show_progress, task)
+    try:
+        progress = trainer.fit(resume=resume)
+        best = trainer.best_model()
+    finally:
+        trainer.close()
     export_model(best, run_dir / "model", tokenizer_path,
                  source={"kind": "fine-tuned" if model.info.head_kind != "mlm" else "pre-trained",
                          "run": str(run_dir), "best_step": progress.best_step})
@@ -147,19 +345,23 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         "train_padding_fraction": round(data.train.padding_fraction(
             data.train.epoch_plan(0, cfg.seed)), 4),
         "compiled_train_shapes": trainer.steps.compiled_shapes(),
-    }
+    } | data.info
     summary |= write_reports(trainer, best, data, run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def write_reports(trainer_or_none, model: ZooModel, data: PreparedData, run_dir: Path) -> dict:
-    """Dev classification report + confusion matrix, and the training curves when logged."""
-    from zoo.report import plot_curves, write_report
+def write_reports(trainer_or_none, model: ZooModel, data: PreparedData, run_dir: Path | None
+                  ) -> dict:
+    """Dev classification report + confusion matrix, and the training curves when logged.
+
+    ``run_dir=None`` computes the dev metrics without writing anything.
+    """
+    from zoo.report import classification_summary, plot_curves, write_report
 
     results = {}
-    metrics_path = run_dir / "metrics.jsonl"
-    if metrics_path.is_file() and metrics_path.stat().st_size:
+    metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
+    if metrics_path is not None and metrics_path.is_file() and metrics_path.stat().st_size:
         plot_curves(metrics_path, run_dir / "curves.png")
     if model.info.head_kind != "classification":
         return results
@@ -168,8 +370,12 @@ def write_reports(trainer_or_none, model: ZooModel, data: PreparedData, run_dir:
     _, state = nnx.split(model)
     metrics, indices, logits = evaluator.run(state, data.dev, collect=True)
     y_true = data.dev_labels[indices]
-    summary = write_report(run_dir, y_true, logits.argmax(-1), list(model.info.labels),
-                           prefix="dev", title=f"{model.info.encoder} + {model.info.head} (dev)")
+    labels = list(model.info.labels)
+    if run_dir is None:
+        summary = classification_summary(y_true, logits.argmax(-1), labels)
+    else:
+        summary = write_report(run_dir, y_true, logits.argmax(-1), labels, prefix="dev",
+                               title=f"{model.info.encoder} + {model.info.head} (dev)")
     results["dev_accuracy"] = summary["accuracy"]
     results["dev_loss"] = metrics["loss"]
     return results
@@ -192,12 +398,16 @@ def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | None = None) -> dict:
-    """Re-evaluate a run's exported model on the dev split and rewrite its report."""
-    run_dir = Path(run_dir).resolve()
+    """Re-evaluate a run's exported model on the dev split and rewrite its report.
+
+    The model's checksums are verified on load. A bare model directory is evaluated without
+    writing into it (reports belong to runs, and a model directory holds only its files).
+    """
+    run_dir = Path(run_dir).expanduser().resolve()
     model = load(str(run_dir))
-    cfg = TrainConfig(**{**json.loads((run_dir / "config.json").read_text()),
-                         "data_dir": data_dir, "buckets": None}) \
-        if (run_dir / "config.json").is_file() else TrainConfig(model=model.info.encoder,
-                                                                 data_dir=data_dir)
-    data = prepare_data(model, cfg)
-    return write_reports(None, model, data, run_dir)
+    if not is_run_dir(run_dir):
+        cfg = TrainConfig(model=model.info.encoder, data_dir=data_dir)
+        return write_reports(None, model, prepare_data(model, cfg), None)
+    with FolderLock(run_dir, what="a training or evaluating process"):
+        cfg = dataclasses.replace(read_run_config(run_dir), data_dir=data_dir, buckets=None)
+        return write_reports(None, model, prepare_data(model, cfg), run_dir)

@@ -38,6 +38,13 @@ class Task:
     higher_is_better: bool
     # (model, batch, key | None) -> (loss, metrics update, outputs for reports)
     forward: Callable[..., tuple[jax.Array, Any, dict]]
+    # The task dev data is scored with (its metrics and best_metric), when training needs
+    # inputs dev data lacks (e.g. a teacher's logits in distillation); None: this task.
+    eval_task: "Task | None" = None
+
+    @property
+    def for_eval(self) -> "Task":
+        return self.eval_task or self
 
     def better(self, new: float, old: float | None) -> bool:
         if old is None:

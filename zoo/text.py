@@ -18,6 +18,8 @@ import datasets
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 
+from zoo.errors import InvalidArgumentError
+
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 SPECIAL_NAMES = ("pad", "cls", "sep", "mask", "unk")
 SUBWORD_PREFIX = "##"
@@ -36,8 +38,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 25_000) -> Tokenizer
     Padding is left off: the batcher pads to length buckets, not to a fixed width.
     """
     texts = _checked_texts(texts)
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) \
+            or vocab_size <= len(SPECIAL_TOKENS):
+        raise InvalidArgumentError(
             f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}"
         )
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix=SUBWORD_PREFIX))
@@ -65,7 +68,10 @@ def cached_tokenizer(
     digest = _digest([f"recipe-{RECIPE_VERSION}", f"vocab-{vocab_size}"], texts)
     path = Path(cache_dir).expanduser() / f"tokenizer-v{RECIPE_VERSION}-{vocab_size}-{digest}.json"
     if path.is_file():
-        return Tokenizer.from_file(str(path)), path
+        try:
+            return Tokenizer.from_file(str(path)), path
+        except Exception:  # a damaged cache entry (tokenizers raises plain Exceptions): redo it
+            pass
     tokenizer = train_tokenizer(texts, vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -81,13 +87,16 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> list[lis
     ``enable_truncation(True)`` meant ``max_length=1``, which silently disabled truncation.)
     """
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
-        raise ValueError(f"max_len must be an int >= 2 (room for [CLS] and [SEP]), got {max_len!r}")
+        raise InvalidArgumentError(
+            f"max_len must be an int >= 2 (room for [CLS] and [SEP]), got {max_len!r}")
     texts = _checked_texts(texts)
     local = _truncating_copy(tokenizer, max_len)
     ids = [encoding.ids for encoding in local.encode_batch(texts)]
     too_long = next((i for i, row in enumerate(ids) if len(row) > max_len), None)
     if too_long is not None:  # a foreign post-processor adding tokens truncation can't see
-        raise ValueError(f"text {too_long} encodes to {len(ids[too_long])} ids > max_len={max_len}")
+        raise InvalidArgumentError(f"text {too_long} encodes to {len(ids[too_long])} ids > "
+                                   f"max_len={max_len} (the tokenizer's post-processor adds "
+                                   "tokens that truncation cannot see)")
     return ids
 
 
@@ -132,13 +141,14 @@ def tokenize_splits(
         texts = _checked_texts(ds.with_format("arrow")[text_column].to_pylist())
         digest = _digest([f"tokens-{TOKENS_VERSION}", tokenizer_json, f"max_len-{max_len}"], texts)
         path = cache_dir / f"tokens-{split}-{digest}"
-        if not path.is_dir():
+        tokens = _load_cached(path)
+        if tokens is None:
             ids = encode(tokenizer, texts, max_len)
             tokens = datasets.Dataset.from_dict(
                 {"input_ids": ids, "length": [len(row) for row in ids]}, features=TOKEN_FEATURES
             )
             _save_quietly(tokens, path)
-        tokens = datasets.load_from_disk(str(path))
+            tokens = datasets.load_from_disk(str(path))
         base = ds.remove_columns([c for c in TOKEN_FEATURES if c in ds.column_names])
         out[split] = datasets.concatenate_datasets([base, tokens], axis=1)
     return datasets.DatasetDict(out)
@@ -149,11 +159,29 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
     ids = {name: tokenizer.token_to_id(token) for name, token in zip(SPECIAL_NAMES, SPECIAL_TOKENS)}
     missing = [token for (name, token) in zip(SPECIAL_NAMES, SPECIAL_TOKENS) if ids[name] is None]
     if missing:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the tokenizer lacks special token(s) {', '.join(missing)}; zoo models need all of "
             f"{' '.join(SPECIAL_TOKENS)} (train one with zoo.text.train_tokenizer)"
         )
     return ids
+
+
+def _load_cached(path: Path) -> datasets.Dataset | None:
+    """A cached token dataset, or None when absent or damaged (then it is rebuilt).
+
+    The cache is the zoo's own: a damaged entry (an interrupted disk, a stray edit) is
+    removed and computed again rather than failing the run.
+    """
+    if not path.is_dir():
+        return None
+    try:
+        tokens = datasets.load_from_disk(str(path))
+        if set(tokens.column_names) == set(TOKEN_FEATURES):
+            return tokens
+    except Exception:  # datasets/arrow raise many types for a damaged folder
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _checked_texts(texts: Iterable[str]) -> list[str]:

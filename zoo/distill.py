@@ -1,0 +1,428 @@
+"""Knowledge distillation: a fine-tuned teacher's soft targets train a small, fast student.
+
+A 2-block student trained on SST-2's 67k gold labels alone plateaus near the TF-IDF
+baseline; a teacher's logits tell it, for every sentence, *how* positive or negative it is,
+and (with augmentation, Tang et al. 2019, "Distilling Task-Specific Knowledge from BERT into
+Simple Neural Networks") label sentences no annotator saw. The teacher runs once per
+transfer set: its logits are cached under a hash of everything they depend on (its
+parameters and labels, its tokenizer, the texts), so later student recipes start at once.
+
+Teacher and student never share a vocabulary: each tokenises the raw text with its own
+tokenizer. The student's run folder is an ordinary run (``zoo.load(RUN)``, ``predict``,
+``evaluate`` and ``--resume`` work unchanged); ``config.json`` has a ``distill`` section.
+"""
+
+# No ``from __future__ import annotations``: clu reads the metric classes from annotations.
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metrics
+from flax import nnx
+
+from zoo.batching import BucketBatcher, buckets_for, pad_to_bucket
+from zoo.errors import InvalidArgumentError
+from zoo.model import ZooModel
+from zoo.tasks import CLASSIFICATION, Task
+from zoo.train import TrainConfig, _is_int, _is_real
+
+CACHE_VERSION = 1  # bump when teacher_logits' output changes: old cache entries then miss
+MASK_TOKEN = "[MASK]"  # every zoo tokenizer (and BERT's) knows it as a special token
+SECTION = "distill"  # the config.json section of a distillation run
+
+# The student recipe chosen on a 2-core CPU (see README, "Distillation"): about 4 minutes.
+DEFAULT_STUDENT = dict(model="encoder-m2l-mini", head="sst2", epochs=2.0, batch_size=32,
+                       learning_rate=1e-3, eval_every=1000)
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """A distillation run: the teacher, the loss mix, the augmentation, the student's training.
+
+    ``train`` is an ordinary ``TrainConfig`` (student model and head, optimiser, epochs...).
+    """
+
+    teacher: str  # a fine-tuned run or model directory with a classification head
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(**DEFAULT_STUDENT))
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the soft (teacher) loss; 1 - alpha weighs the gold labels
+    augment: int = 0  # augmented sentences per training sentence (0: the training set only)
+    p_mask: float = 0.1  # per word: replaced by [MASK]
+    p_replace: float = 0.1  # per word: replaced by a random word of the training vocabulary
+    p_ngram: float = 0.25  # per sentence: cut to a random n-gram, n in 1..max_ngram
+    max_ngram: int = 5
+    teacher_batch_size: int = 64
+
+    def settings(self) -> dict:
+        """Everything but ``train`` (the ``distill`` section of ``config.json``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"}
+
+    def validated(self) -> "DistillConfig":
+        """``self`` after checking every field (one-line errors naming the flag)."""
+        def bad(flag: str, must: str, value) -> None:
+            raise InvalidArgumentError(f"{flag} must be {must}, got {value!r}")
+
+        def real(value, low, high, low_open=False):
+            return _is_real(value) and math.isfinite(value) and (
+                value > low if low_open else value >= low) and value <= high
+
+        if not isinstance(self.teacher, str) or not self.teacher:
+            bad("--teacher", "a run or model directory", self.teacher)
+        if not real(self.temperature, 0.0, math.inf, low_open=True):
+            bad("--temperature", "a finite number > 0", self.temperature)
+        if not real(self.alpha, 0.0, 1.0):
+            bad("--alpha", "a number in [0, 1]", self.alpha)
+        if not (_is_int(self.augment) and self.augment >= 0):
+            bad("--augment", "an integer >= 0", self.augment)
+        for name in ("p_mask", "p_replace", "p_ngram"):
+            if not real(getattr(self, name), 0.0, 1.0):
+                bad(name, "a probability in [0, 1]", getattr(self, name))
+        if self.p_mask + self.p_replace > 1.0:
+            bad("p_mask + p_replace", "at most 1", self.p_mask + self.p_replace)
+        for name in ("max_ngram", "teacher_batch_size"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                bad(name, "an integer >= 1", getattr(self, name))
+        self.train.validated()
+        return self
+
+
+# ------------------------------------------------------------------------------ the loss
+
+
+def distill_loss(student_logits, teacher_logits, labels, has_label, weights, temperature: float,
+                 alpha: float):
+    """(mean loss, per-example loss, per-example KL) of Hinton et al.'s mix.
+
+    Per example: ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * has_label *
+    CE(s, label)``; the mean weighs examples by ``weights`` (0 for filler rows). ``T^2``
+    keeps the soft gradients' scale independent of T; ``has_label`` is 0 for augmented
+    sentences, whose only target is the teacher.
+    """
+    s = student_logits.astype(jnp.float32) / temperature
+    t = teacher_logits.astype(jnp.float32) / temperature
+    log_p_teacher = jax.nn.log_softmax(t, -1)
+    kl = jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - jax.nn.log_softmax(s, -1)), -1)
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        student_logits.astype(jnp.float32), labels)
+    per_example = alpha * temperature ** 2 * kl + (1.0 - alpha) * has_label * ce
+    loss = jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    return loss, per_example, kl
+
+
+@flax.struct.dataclass
+class LabelledAccuracy(metrics.Average):
+    """Accuracy against the gold labels, over labelled examples only (augmented ones have none)."""
+
+    @classmethod
+    def from_model_output(cls, logits, labels, labelled, mask, **_) -> "LabelledAccuracy":
+        use = mask & (labelled > 0)
+        correct = (jnp.argmax(logits, -1) == labels) & use
+        return cls(total=jnp.sum(correct.astype(jnp.float32)), count=jnp.sum(use, dtype=jnp.int32))
+
+
+@flax.struct.dataclass
+class DistillMetrics(metrics.Collection):
+    accuracy: LabelledAccuracy
+    loss: metrics.Average.from_output("loss")
+    kl_loss: metrics.Average.from_output("kl")  # KL to the teacher at temperature T
+    agreement: metrics.Average.from_output("agreement")  # argmax equal to the teacher's
+
+
+def distill_task(temperature: float, alpha: float) -> Task:
+    """Training on ``batch["teacher_logits"]`` and ``batch["has_label"]``; dev data (which has
+    no teacher logits) is scored as plain classification, the best checkpoint by accuracy."""
+    def forward(model, batch, key):
+        rngs = None if key is None else nnx.Rngs(dropout=key)
+        logits = model(batch["input_ids"], batch["attention_mask"], rngs=rngs).astype(jnp.float32)
+        loss, per_example, kl = distill_loss(
+            logits, batch["teacher_logits"], batch["labels"], batch["has_label"],
+            batch["weights"], temperature, alpha)
+        agreement = (jnp.argmax(logits, -1) == jnp.argmax(batch["teacher_logits"], -1))
+        update = DistillMetrics.single_from_model_output(
+            logits=logits, labels=batch["labels"], labelled=batch["has_label"], loss=per_example,
+            kl=kl, agreement=agreement.astype(jnp.float32), mask=batch["weights"] > 0)
+        return loss, update, {"logits": logits}
+
+    return Task("distill", DistillMetrics, "accuracy", True, forward, eval_task=CLASSIFICATION)
+
+
+# ------------------------------------------------------------------------------ teacher logits
+
+
+def teacher_fingerprint(teacher: ZooModel) -> str:
+    """sha256 of what a teacher's outputs depend on: architecture, labels, parameters, tokenizer.
+
+    Hashing the parameter values (not a directory's recorded checksums) works for any model,
+    in memory or loaded, and changes with any retraining; it costs ~0.2 s for 22M parameters.
+    """
+    from zoo.checkpoint import module_params
+
+    h = hashlib.sha256()
+    h.update(json.dumps(teacher.info.to_dict(), sort_keys=True, default=str).encode())
+    params = module_params(teacher.encoder, "encoder/")
+    if teacher.head is not None:
+        params |= module_params(teacher.head, "head/")
+    for name in sorted(params):
+        value = np.ascontiguousarray(np.asarray(params[name]))
+        h.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+        h.update(value.tobytes())
+    h.update(teacher.tokenizer.to_str().encode() if teacher.tokenizer is not None else b"-")
+    return h.hexdigest()
+
+
+def _texts_digest(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def cache_path(teacher: ZooModel, texts: Sequence[str], cache_dir: str | Path | None = None
+               ) -> Path:
+    """Where ``teacher``'s logits over ``texts`` are cached (under ``cache_root()/distill``)."""
+    from zoo.hub import cache_root
+
+    key = hashlib.sha256(f"v{CACHE_VERSION}:{teacher_fingerprint(teacher)}:"
+                         f"{_texts_digest(texts)}".encode()).hexdigest()[:32]
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "distill"
+    return root / f"teacher-logits-v{CACHE_VERSION}-{key}.npy"
+
+
+def _load_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The cached logits, or None when absent or damaged (then they are computed again)."""
+    try:
+        logits = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if logits.shape != shape or logits.dtype != np.float32 or not np.isfinite(logits).all():
+        return None
+    return logits
+
+
+_FORWARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _teacher_forward(teacher: ZooModel):
+    """(jitted logits(state, ids, mask), state), made once per teacher: the training, augmented
+    and dev texts then share its compiled shapes."""
+    if teacher not in _FORWARDS:
+        graph, state = nnx.split(teacher)  # zoo.load gives eval mode: no dropout
+        forward = jax.jit(lambda state, ids, mask: nnx.merge(graph, state)(ids, mask)
+                          .astype(jnp.float32))
+        _FORWARDS[teacher] = (forward, state)
+    return _FORWARDS[teacher]
+
+
+def compute_logits(teacher: ZooModel, texts: Sequence[str], batch_size: int = 64,
+                   show_progress: bool = True) -> np.ndarray:
+    """The teacher's logits (float32, (N, classes)) over ``texts``, in their order.
+
+    Texts are sorted by token count and batched so each batch pads only to its longest
+    text rounded up to 8 (as ``predict`` does); rows are fixed at ``batch_size``, so the
+    jitted forward compiles once per length bucket.
+    """
+    from tqdm.auto import tqdm
+
+    from zoo.text import encode, special_ids
+
+    if teacher.info.head_kind != "classification" or teacher.tokenizer is None:
+        raise InvalidArgumentError("the teacher must be a classifier with its tokenizer (a "
+                                   "fine-tuned run or model directory)")
+    max_len = teacher.config.max_len
+    buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))
+    pad = special_ids(teacher.tokenizer)["pad"]
+    forward, state = _teacher_forward(teacher)
+    token_ids = encode(teacher.tokenizer, list(texts), max_len)
+    order = np.argsort([len(t) for t in token_ids], kind="stable")
+    logits = np.zeros((len(texts), teacher.info.num_classes), np.float32)
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, disable=not show_progress, unit="batch", desc="teacher logits",
+                      dynamic_ncols=True):
+        chunk = order[start:start + batch_size]
+        ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad,
+                                  num_rows=batch_size)
+        logits[chunk] = np.asarray(forward(state, ids, mask))[:len(chunk)]
+    if not np.isfinite(logits).all():
+        raise InvalidArgumentError("the teacher gives non-finite logits: its weights are broken")
+    return logits
+
+
+def cached_teacher_logits(teacher: ZooModel, texts: Sequence[str],
+                          cache_dir: str | Path | None = None, *, batch_size: int = 64,
+                          show_progress: bool = True) -> tuple[np.ndarray, dict]:
+    """(logits, info): ``compute_logits`` once per (teacher, texts); info says hit or miss,
+    the seconds spent and the cache file."""
+    from zoo.fsutil import atomic_file
+
+    started = time.perf_counter()
+    texts = list(texts)
+    path = cache_path(teacher, texts, cache_dir)
+    logits = _load_cached(path, (len(texts), teacher.info.num_classes))
+    hit = logits is not None
+    if not hit:
+        logits = compute_logits(teacher, texts, batch_size, show_progress)
+        with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, logits)
+    return logits, {"cache": "hit" if hit else "miss", "examples": len(texts),
+                    "seconds": round(time.perf_counter() - started, 2), "path": str(path)}
+
+
+def teacher_logits(teacher_model: ZooModel, texts: Sequence[str],
+                   cache_dir: str | Path | None = None, *, batch_size: int = 64,
+                   show_progress: bool = True) -> np.ndarray:
+    """The teacher's logits over ``texts`` (float32, (N, classes)), computed once and cached."""
+    return cached_teacher_logits(teacher_model, texts, cache_dir, batch_size=batch_size,
+                                 show_progress=show_progress)[0]
+
+
+# ------------------------------------------------------------------------------ augmentation
+
+
+def augment(texts: Sequence[str], n: int, seed: int, *, vocabulary: Sequence[str] | None = None,
+            p_mask: float = 0.1, p_replace: float = 0.1, p_ngram: float = 0.25,
+            max_ngram: int = 5) -> list[str]:
+    """``n`` new sentences per text (all of text 0's first), as in Tang et al. 2019.
+
+    Per word: with ``p_mask`` it becomes ``[MASK]``, else with ``p_replace`` a word drawn
+    uniformly from ``vocabulary`` (default: the words of ``texts``; the paper's same-POS
+    constraint is left out); then with ``p_ngram`` the sentence is cut to a random n-gram,
+    n uniform in 1..``max_ngram``. Words are whitespace-separated (SST-2 is pre-tokenised).
+    The result is a pure function of the arguments.
+    """
+    words_of = [text.split() for text in texts]
+    vocab = sorted({w for words in words_of for w in words}) if vocabulary is None \
+        else list(vocabulary)
+    if not vocab:
+        vocab = [MASK_TOKEN]
+    rng = np.random.default_rng([seed, 0x7A4B])
+    out = []
+    for words in words_of:
+        for _ in range(n):
+            draw = rng.random(len(words))
+            picks = rng.integers(len(vocab), size=len(words))
+            new = [MASK_TOKEN if u < p_mask else vocab[j] if u < p_mask + p_replace else w
+                   for w, u, j in zip(words, draw, picks)]
+            if len(new) > 1 and rng.random() < p_ngram:
+                k = int(rng.integers(1, min(max_ngram, len(new)) + 1))
+                start = int(rng.integers(0, len(new) - k + 1))
+                new = new[start:start + k]
+            out.append(" ".join(new))
+    return out
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def _prepare(model: ZooModel, train_cfg: TrainConfig, cfg: DistillConfig, show_progress: bool):
+    """``run.prepare_data`` plus the transfer set: the training sentences (gold labels and the
+    teacher's logits) and, with ``augment``, ``augment`` x as many teacher-labelled ones."""
+    from zoo.data import load_sst2
+    from zoo.hub import load
+    from zoo.run import prepare_data
+    from zoo.text import encode
+
+    data = prepare_data(model, train_cfg)
+    teacher = load(cfg.teacher)
+    if teacher.info.head_kind != "classification":
+        raise InvalidArgumentError(f"--teacher {cfg.teacher} has no classification head")
+    if (teacher.info.num_classes, tuple(teacher.info.labels or ())) != \
+            (model.info.num_classes, tuple(model.info.labels or ())):
+        raise InvalidArgumentError(
+            f"the teacher's labels {list(teacher.info.labels or ())} differ from the student "
+            f"head's {list(model.info.labels or ())}")
+    dataset = load_sst2(train_cfg.data_dir)
+    texts = list(dataset["train"]["sentence"])
+    if len(texts) != len(data.train):
+        raise AssertionError("the training sentences and the tokenised split differ")
+    kwargs = dict(batch_size=cfg.teacher_batch_size, show_progress=show_progress)
+    logits, info = cached_teacher_logits(teacher, texts, **kwargs)
+    rows, labels = data.train.token_rows(), data.train.labels
+    has_label = np.ones(len(texts), np.float32)
+    summary = {"teacher": cfg.teacher, "temperature": cfg.temperature, "alpha": cfg.alpha,
+               "augment": cfg.augment, "teacher_logits_seconds": info["seconds"],
+               "teacher_logits_cache": info["cache"]}
+    if cfg.augment:
+        extra = augment(texts, cfg.augment, train_cfg.seed, p_mask=cfg.p_mask,
+                        p_replace=cfg.p_replace, p_ngram=cfg.p_ngram, max_ngram=cfg.max_ngram)
+        extra_logits, extra_info = cached_teacher_logits(teacher, extra, **kwargs)
+        rows = rows + encode(data.tokenizer, extra, data.train.buckets[-1])
+        labels = np.concatenate([labels, np.zeros(len(extra), np.int32)])
+        logits = np.concatenate([logits, extra_logits])
+        has_label = np.concatenate([has_label, np.zeros(len(extra), np.float32)])
+        summary |= {"augment_logits_seconds": extra_info["seconds"],
+                    "augment_logits_cache": extra_info["cache"]}
+    # What the student is chasing: the teacher's own accuracy (dev logits are cached too).
+    dev_logits, _ = cached_teacher_logits(teacher, list(dataset["validation"]["sentence"]),
+                                          **kwargs)
+    summary |= {"transfer_examples": len(rows),
+                "teacher_train_accuracy": _accuracy(logits[:len(texts)], data.train.labels),
+                "teacher_dev_accuracy": _accuracy(dev_logits, data.dev_labels)}
+    data.train = BucketBatcher(rows, labels, batch_size=train_cfg.batch_size,
+                               buckets=data.train.buckets, pad_id=data.train.pad_id,
+                               extras={"teacher_logits": logits, "has_label": has_label})
+    data.info = summary
+    del teacher  # its parameters are not needed while the student trains
+    return data
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return round(float(np.mean(logits.argmax(-1) == labels)), 4)
+
+
+def read_distill_config(run_dir: str | Path) -> DistillConfig:
+    """The DistillConfig a distillation run was started with (its ``config.json``)."""
+    from zoo.errors import ConfigError
+    from zoo.run import CONFIG, read_run_config
+
+    path = Path(run_dir) / CONFIG
+    train_cfg = read_run_config(run_dir)
+    section = json.loads(path.read_text(encoding="utf-8")).get(SECTION)
+    fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"train"}
+    if not isinstance(section, dict) or not set(section) <= fields or "teacher" not in section:
+        raise ConfigError(f"{path}: no valid '{SECTION}' section; it is not a distillation run")
+    try:
+        return DistillConfig(train=train_cfg, **section).validated()
+    except InvalidArgumentError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def distill_run(cfg: DistillConfig, out: str | Path, resume: bool = False,
+                show_progress: bool = True, overwrite: bool = False) -> dict:
+    """Distil ``cfg.teacher`` into ``cfg.train.model`` in the run folder ``out``; the summary.
+
+    A normal run (``zoo.run.train_run``) with the teacher's logits as extra per-example
+    inputs and the distillation task; ``resume`` continues from ``out/config.json``. The
+    summary adds the teacher-logit seconds and cache hits to ``train_run``'s.
+    """
+    from zoo.run import train_run
+
+    out = Path(out).expanduser().resolve()
+    if resume:
+        if not (out / "config.json").is_file():
+            raise FileNotFoundError(f"--resume: {out} holds no run")
+        cfg = read_distill_config(out)
+    cfg = dataclasses.replace(cfg.validated(), teacher=str(Path(cfg.teacher).expanduser()
+                                                           .resolve()))
+    teacher = Path(cfg.teacher)
+    if teacher == out or teacher.is_relative_to(out):
+        raise InvalidArgumentError(f"--teacher {teacher} lies inside --out {out}, which the "
+                                   "run replaces; choose another --out")
+    return train_run(cfg.train, out, resume=resume, show_progress=show_progress,
+                     overwrite=overwrite,
+                     prepare=lambda model, train_cfg: _prepare(model, train_cfg, cfg,
+                                                               show_progress),
+                     task=distill_task(cfg.temperature, cfg.alpha),
+                     method={SECTION: cfg.settings()})

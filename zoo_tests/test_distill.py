@@ -1,0 +1,167 @@
+"""Distillation: the loss, the teacher-logit cache, augmentation, a tiny run, the CLI."""
+
+import json
+import os
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+from zoo import distill
+from zoo.cli import main as cli_main
+from zoo.distill import DistillConfig, augment, distill_loss, distill_run
+from zoo.errors import InvalidArgumentError
+from zoo.run import train_run
+from zoo.train import TrainConfig
+
+SST2 = Path(os.environ.get("ZOO_SST2_DIR") or Path(__file__).resolve().parents[2] / "shared/data/SST-2")
+
+
+@pytest.fixture(scope="module")
+def sst2_slice(tmp_path_factory):
+    """A GLUE-layout folder with a few dozen rows of the shared SST-2 files."""
+    out = tmp_path_factory.mktemp("sst2")
+    for name, rows in (("train.tsv", 96), ("dev.tsv", 32), ("test.tsv", 8)):
+        lines = (SST2 / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (out / name).write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _write_teacher(path: Path, texts: list[str], seed: int = 7, scale: float = 8.0) -> Path:
+    """An untrained tiny classifier with confident, input-dependent logits and its own
+    tokenizer (a smaller vocabulary than the student's): the teacher of these tests."""
+    from zoo.run import export_model
+    from zoo.text import train_tokenizer
+
+    model = zoo.build_model("encoder-m2l-tiny", "sst2", seed=seed)
+    model.head.classifier.kernel.value = model.head.classifier.kernel.value * scale
+    tokenizer = train_tokenizer(texts, 300)
+    tokenizer_path = path.parent / f"{path.name}-tokenizer.json"
+    tokenizer.save(str(tokenizer_path))
+    return export_model(model, path, tokenizer_path, source={"kind": "test"})
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(sst2_slice, tmp_path_factory):
+    from zoo.data import load_sst2
+
+    texts = list(load_sst2(sst2_slice)["train"]["sentence"])
+    return _write_teacher(tmp_path_factory.mktemp("teacher") / "model", texts)
+
+
+def _np_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_loss_equals_numpy():
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(6, 3)) * 3, rng.normal(size=(6, 3)) * 3
+    labels = np.array([0, 2, 1, 1, 0, 2])
+    has_label = np.array([1, 0, 1, 0, 1, 1], np.float32)
+    weights = np.array([1, 1, 1, 1, 1, 0], np.float32)  # the last row is filler
+    T, alpha = 2.5, 0.7
+    p_t = np.exp(_np_log_softmax(t / T))
+    kl = (p_t * (_np_log_softmax(t / T) - _np_log_softmax(s / T))).sum(-1)
+    ce = -_np_log_softmax(s)[np.arange(6), labels]
+    per = alpha * T ** 2 * kl + (1 - alpha) * has_label * ce
+    expected = (per * weights).sum() / weights.sum()
+    loss, per_example, kl_out = distill_loss(jnp.asarray(s), jnp.asarray(t), jnp.asarray(labels),
+                                             jnp.asarray(has_label), jnp.asarray(weights), T, alpha)
+    np.testing.assert_allclose(np.asarray(kl_out), kl, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(per_example), per, rtol=1e-5, atol=1e-6)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # alpha = 0 is plain cross-entropy on the labelled rows; alpha = 1 ignores the labels
+    loss0 = distill_loss(jnp.asarray(s), jnp.asarray(t), jnp.asarray(labels),
+                         jnp.asarray(has_label), jnp.asarray(weights), T, 0.0)[0]
+    assert float(loss0) == pytest.approx((has_label * ce * weights).sum() / 5, rel=1e-5)
+
+
+def test_cache_hit_and_invalidation(teacher_dir, tmp_path, monkeypatch):
+    teacher = zoo.load(str(teacher_dir))
+    texts = ["a gorgeous , witty film", "dull", "the plot is thin but the acting sings"] * 5
+    calls = []
+    real = distill.compute_logits
+    monkeypatch.setattr(distill, "compute_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first, info1 = distill.cached_teacher_logits(teacher, texts, tmp_path, show_progress=False)
+    second, info2 = distill.cached_teacher_logits(teacher, texts, tmp_path, show_progress=False)
+    assert (info1["cache"], info2["cache"], len(calls)) == ("miss", "hit", 1)
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (15, 2) and first.dtype == np.float32
+    # the same as an eager forward, in the texts' order (sorting by length is undone)
+    direct = zoo.load(str(teacher_dir)).predict(texts)
+    np.testing.assert_allclose(np.exp(_np_log_softmax(first))[:, 1],
+                               [p.probabilities["positive"] for p in direct], atol=1e-5)
+    # other texts, or a changed teacher, miss
+    assert distill.cache_path(teacher, texts[:-1], tmp_path) != Path(info1["path"])
+    teacher.head.classifier.bias.value = teacher.head.classifier.bias.value + 1.0
+    third, info3 = distill.cached_teacher_logits(teacher, texts, tmp_path, show_progress=False)
+    assert info3["cache"] == "miss" and info3["path"] != info1["path"] and len(calls) == 2
+    np.testing.assert_allclose(third, first + 1.0, atol=1e-5)  # the new parameters were used
+    # a damaged cache entry is recomputed, not trusted
+    Path(info3["path"]).write_bytes(b"junk")
+    assert distill.cached_teacher_logits(teacher, texts, tmp_path, show_progress=False
+                                         )[1]["cache"] == "miss"
+
+
+def test_augment_is_deterministic_and_sized():
+    texts = ["a gorgeous , witty film", "dull and lifeless", "one"]
+    a = augment(texts, 4, seed=3)
+    assert a == augment(texts, 4, seed=3) and len(a) == 12
+    assert a != augment(texts, 4, seed=4)
+    assert augment(texts, 0, seed=3) == []
+    vocab = {w for t in texts for w in t.split()} | {"[MASK]"}
+    assert all(set(s.split()) <= vocab for s in a)
+    masked = augment(texts * 50, 2, seed=0, p_mask=1.0, p_ngram=0.0)
+    assert all(set(s.split()) == {"[MASK]"} for s in masked)
+    cut = augment(["w1 w2 w3 w4 w5 w6 w7 w8"] * 50, 1, seed=0, p_mask=0, p_replace=0, p_ngram=1)
+    assert all(1 <= len(s.split()) <= 5 and s in "w1 w2 w3 w4 w5 w6 w7 w8" for s in cut)
+
+
+def test_tiny_run_moves_the_student_toward_the_teacher(sst2_slice, teacher_dir, tmp_path):
+    train = TrainConfig(model="encoder-m2l-tiny", head="sst2", batch_size=16, max_steps=30,
+                        learning_rate=3e-3, eval_every=10, data_dir=str(sst2_slice), max_len=32)
+    cfg = DistillConfig(str(teacher_dir), train, temperature=2.0, alpha=0.9, augment=1)
+    run = tmp_path / "student"
+    summary = distill_run(cfg, run, show_progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    kl = [r["kl_loss"] for r in records if r["split"] == "train"]
+    assert kl[-1] < 0.5 * kl[0], kl
+    assert summary["teacher_logits_cache"] == "miss" and summary["transfer_examples"] == 192
+    assert {"dev_accuracy", "train_seconds", "teacher_logits_seconds"} <= set(summary)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["distill"]["alpha"] == 0.9 and saved["model"] == "encoder-m2l-tiny"
+    student = zoo.load(str(run))  # an ordinary run: loads, predicts with its own tokenizer
+    assert student.tokenizer.get_vocab_size() != zoo.load(str(teacher_dir)).tokenizer.get_vocab_size()
+    assert student.predict("a fine film")[0].label in ("negative", "positive")
+    # the next run's data reuses the cached logits; `zoo train --resume` refuses this run
+    again = distill._prepare(student, train, distill.read_distill_config(run), False)
+    assert again.info["teacher_logits_cache"] == again.info["augment_logits_cache"] == "hit"
+    assert again.train.extras["has_label"].sum() == 96 and len(again.train) == 192
+    with pytest.raises(InvalidArgumentError, match="zoo distill"):
+        train_run(train, run, resume=True, show_progress=False)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "0"], "--temperature must be"),
+    (["--temperature", "nan"], "--temperature must be"),
+    (["--alpha", "1.5"], "--alpha must be"),
+    (["--augment", "-1"], "--augment must be"),
+    (["--augment", "1.5"], "invalid int value"),
+])
+def test_cli_flags_are_validated(flags, message, tmp_path, capsys):
+    try:
+        code = cli_main(["distill", "--teacher", str(tmp_path), "--out", str(tmp_path / "o"),
+                         *flags])
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("error:")
+    assert not (tmp_path / "o").exists()
