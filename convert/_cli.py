@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 from typing import Callable
 
 from zoo.checkpoint import CheckpointMismatchError, read_manifest
 from zoo.errors import USER_ERRORS, one_line
+
+
+def add_output_args(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--out`` and ``--overwrite``, the same for every converter."""
+    parser.add_argument("--out", type=Path, help=f"output directory (default: {default})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out when it already holds a zoo model directory")
 
 
 def run(work: Callable, *, source: str) -> int:

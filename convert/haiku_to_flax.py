@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from convert._cli import run
+from convert._cli import add_output_args, run
 from zoo.models.m2l.convert import DEFAULT_CLASSIFIER_HEAD, DEFAULT_MODEL, convert_file
 
 
@@ -23,13 +23,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Convert a pickled Haiku TrainingState (M2L 2022) into a zoo model directory.",
     )
     parser.add_argument("checkpoint", type=Path, help="the .pkl training state")
-    parser.add_argument("--out", type=Path, help="output directory (default: the weights store)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer.json to store alongside")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="registered encoder preset")
     parser.add_argument("--head", help=f"name for the checkpoint's head (classifier default: "
                                        f"{DEFAULT_CLASSIFIER_HEAD})")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out when it already holds a zoo model directory")
+    add_output_args(parser, "the weights store")
     return parser
 
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from convert._cli import run
+from convert._cli import add_output_args, run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,10 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "with the same hub id or shape, else <type>-custom)")
     parser.add_argument("--head", help="name for a classifier the checkpoint holds "
                                        "(default: the preset's, else 'classifier')")
-    parser.add_argument("--out", type=Path,
-                        help="output directory (default: the weights store, under the preset)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out when it already holds a zoo model directory")
+    add_output_args(parser, "the weights store, under the preset")
     return parser
 
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -88,9 +88,13 @@ def assign_params(module: nnx.Module, flat: Mapping[str, Any], prefix: str = "")
 
 
 def check_tree(
-    expected: Mapping[str, Any], found: Mapping[str, Any], *, source: str
+    expected: Mapping[str, Any], found: Mapping[str, Any], *, source: str,
+    unmapped: Sequence[str] = (), unmapped_title: str = "source names with no zoo name",
 ) -> None:
-    """Compare flat {path: array-like} trees by name, shape and dtype; raise one report."""
+    """Compare flat {path: array-like} trees by name, shape and dtype; raise one report.
+
+    ``unmapped``: names a converter could not map to a zoo path, reported in the same error.
+    """
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     mismatched = []
@@ -102,10 +106,11 @@ def check_tree(
             mismatched.append(
                 f"{path}: expected {want_sig[0]} {want_sig[1]}, found {got_sig[0]} {got_sig[1]}"
             )
-    if missing or unexpected or mismatched:
+    if missing or unexpected or mismatched or unmapped:
         lines = [f"{source} does not fit the model:"]
         for title, items in (
-            ("missing", missing), ("unexpected", unexpected), ("wrong shape or dtype", mismatched)
+            ("missing", missing), ("unexpected", unexpected), ("wrong shape or dtype", mismatched),
+            (unmapped_title, sorted(unmapped)),
         ):
             if items:
                 lines.append(f"  {len(items)} {title}:")

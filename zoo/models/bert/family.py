@@ -340,7 +340,7 @@ def is_hf_folder(path: Path) -> bool:
 def convert_folder(path: str | Path, name: str | None = None,
                    classifier_head: str | None = None) -> Converted:
     """An HF BERT-family folder as ``Converted`` (strict: one report for every problem)."""
-    from zoo.checkpoint import CheckpointMismatchError, check_tree
+    from zoo.checkpoint import check_tree
     from zoo.model import expected_params
     from zoo.registry import get_encoder, list_models
 
@@ -376,17 +376,8 @@ def convert_folder(path: str | Path, name: str | None = None,
 
     expected = expected_params(model, {name: meta.get("num_classes") for name, meta
                                        in heads.items()}, config=config)
-    report = []
-    try:
-        check_tree(expected, params, source=f"{path} (as {model})")
-    except CheckpointMismatchError as err:
-        report.append(str(err))
-    if unmapped:
-        report = report or [f"{path} (as {model}) does not fit the model:"]
-        report.append(f"  {len(unmapped)} HF names with no zoo name:")
-        report.extend(f"    {key}" for key in unmapped)
-    if report:
-        raise CheckpointMismatchError("\n".join(report))
+    check_tree(expected, params, source=f"{path} (as {model})", unmapped=unmapped,
+               unmapped_title="HF names with no zoo name")
     tokenizer = read_tokenizer(path, source_id)
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise ConfigError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens but "

@@ -114,17 +114,8 @@ def _head_names(kinds: tuple[str, ...], head: str | None) -> dict[str, str]:
 
 def _check(expected, converted, unmapped: list[str], source: str) -> None:
     """One report for everything wrong: missing, unexpected, mis-shaped, unmappable."""
-    report = []
-    try:
-        checkpoint.check_tree(expected, converted, source=source)
-    except checkpoint.CheckpointMismatchError as err:
-        report.append(str(err))
-    if unmapped:
-        report = report or [f"{source} does not fit the model:"]
-        report.append(f"  {len(unmapped)} Haiku keys with no zoo name:")
-        report.extend(f"    {key}" for key in unmapped)
-    if report:
-        raise checkpoint.CheckpointMismatchError("\n".join(report))
+    checkpoint.check_tree(expected, converted, source=source, unmapped=unmapped,
+                          unmapped_title="Haiku keys with no zoo name")
 
 
 def convert_pickle(
