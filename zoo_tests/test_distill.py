@@ -117,6 +117,7 @@ def test_augment_is_deterministic_and_sized():
     assert a == augment(texts, 4, seed=3) and len(a) == 12
     assert a != augment(texts, 4, seed=4)
     assert augment(texts, 0, seed=3) == []
+    assert len(augment(texts, 2, seed=3, min_words=3)) == 4  # "one" is too short
     vocab = {w for t in texts for w in t.split()} | {"[MASK]"}
     assert all(set(s.split()) <= vocab for s in a)
     masked = augment(texts * 50, 2, seed=0, p_mask=1.0, p_ngram=0.0)
