@@ -1,7 +1,6 @@
 """Distillation: the loss, the teacher-logit cache, augmentation, a tiny run, the CLI."""
 
 import json
-import os
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -16,17 +15,13 @@ from zoo.errors import InvalidArgumentError
 from zoo.run import train_run
 from zoo.train import TrainConfig
 
-SST2 = Path(os.environ.get("ZOO_SST2_DIR") or Path(__file__).resolve().parents[2] / "shared/data/SST-2")
+from zoo_tests.sst2_files import write_slice
 
 
 @pytest.fixture(scope="module")
 def sst2_slice(tmp_path_factory):
     """A GLUE-layout folder with a few dozen rows of the shared SST-2 files."""
-    out = tmp_path_factory.mktemp("sst2")
-    for name, rows in (("train.tsv", 96), ("dev.tsv", 32), ("test.tsv", 8)):
-        lines = (SST2 / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (out / name).write_text("".join(lines[: rows + 1]), encoding="utf-8")
-    return out
+    return write_slice(tmp_path_factory.mktemp("sst2"), 96, 32, 8)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """The generic trainer end to end on a small SST-2 slice, with the tiny encoder."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,13 @@ from zoo.cli import main as cli_main
 from zoo.run import train_run
 from zoo.train import TrainConfig, Trainer
 
-SST2 = Path(os.environ.get("ZOO_SST2_DIR") or Path(__file__).resolve().parents[2] / "shared/data/SST-2")
+from zoo_tests.sst2_files import write_slice
 
 
 @pytest.fixture(scope="module")
 def sst2_slice(tmp_path_factory):
     """GLUE-layout folder with the first rows of the shared SST-2 files."""
-    out = tmp_path_factory.mktemp("sst2")
-    for name, rows in (("train.tsv", 600), ("dev.tsv", 120), ("test.tsv", 30)):
-        lines = (SST2 / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (out / name).write_text("".join(lines[: rows + 1]), encoding="utf-8")
-    return out
+    return write_slice(tmp_path_factory.mktemp("sst2"), 600, 120, 30)
 
 
 @pytest.fixture(autouse=True)
