@@ -79,6 +79,14 @@ class ClassificationHead(nnx.Module):
         return self.classifier(x)
 
 
+# How head parameters split over a mesh's ``model`` axis (see zoo/sharding.py): the MLM
+# decoder (hidden x vocabulary, the largest matrix of a small model) by vocabulary columns.
+PARTITION_RULES = (
+    (r"^head/decoder/kernel$", (None, "model")),
+    (r"^head/decoder/bias$", ("model",)),
+)
+
+
 def mlm_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> MLMHead:
     return MLMHead(cfg.hidden_size, cfg.vocab_size, activation=cfg.mlm_activation,
                    epsilon=cfg.layer_norm_eps, rngs=rngs)

@@ -70,6 +70,15 @@ class ZooModel(nnx.Module):
         return hidden if self.head is None else self.head(hidden, rngs=rngs)
 
     @property
+    def partition_rules(self) -> tuple:
+        """Rules that split parameters over a mesh's ``model`` axis (``zoo/sharding.py``): the
+        encoder config's ``partition_rules`` (kept beside its family's modeling code), then
+        the heads'."""
+        from zoo.heads import PARTITION_RULES
+
+        return tuple(getattr(self.config, "partition_rules", ())) + PARTITION_RULES
+
+    @property
     def config(self):
         return self.info.config
 

@@ -29,10 +29,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from zoo import checkpoint
+from zoo import checkpoint, sharding
 from zoo.batching import BucketBatcher
 from zoo.errors import ConfigError, InvalidArgumentError, ZooError
 from zoo.model import ZooModel, in_training_mode
+from zoo.nn import PRECISIONS, set_precision
 from zoo.tasks import MaskingConfig, Task, task_for
 
 
@@ -63,6 +64,9 @@ class TrainConfig:
     data_dir: str | None = None
     text_file: str | None = None  # MLM only: pre-train on this file's lines instead of SST-2
     vocab_size: int | None = None  # of a tokenizer trained here; None: the model's
+    mesh: str | None = None  # "data=N[,model=M]"; None: every device on the data axis
+    precision: str = "float32"  # or "bf16": bf16 compute, float32 parameters and optimizer
+    stream: str | None = None  # MLM only: stream this text file or hf:NAME... (not in memory)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,7 +98,7 @@ class TrainConfig:
 FLAGS = {f: "--" + f.replace("_", "-") for f in (
     "model", "head", "weights", "epochs", "max_steps", "time_limit", "batch_size", "optimizer",
     "schedule", "warmup_fraction", "weight_decay", "dropout", "eval_every", "seed", "max_len",
-    "data_dir", "text_file")} | {"learning_rate": "--lr"}
+    "data_dir", "text_file", "mesh", "precision", "stream")} | {"learning_rate": "--lr"}
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("linear", "cosine", "constant")
 PRNGS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -144,7 +148,7 @@ def validate_config(cfg: "TrainConfig", source: str | None = None) -> None:
     for field in ("model", "head"):
         if not isinstance(getattr(cfg, field), str) or not getattr(cfg, field):
             bad(field, "a registered name")
-    for field in ("weights", "data_dir", "text_file"):
+    for field in ("weights", "data_dir", "text_file", "stream"):
         value = getattr(cfg, field)
         if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value)):
             bad(field, "a path")
@@ -174,6 +178,17 @@ def validate_config(cfg: "TrainConfig", source: str | None = None) -> None:
     if cfg.dropout_prng not in PRNGS:
         bad("dropout_prng", f"one of {', '.join(PRNGS)}")
     positive_int("vocab_size", optional=True, minimum=6)  # more than the 5 special tokens
+    if cfg.precision not in PRECISIONS:
+        bad("precision", f"one of {', '.join(PRECISIONS)}")
+    if cfg.mesh is not None:
+        if not isinstance(cfg.mesh, str):
+            bad("mesh", "data=N[,model=M]")
+        try:
+            sharding.parse_mesh(cfg.mesh)
+        except InvalidArgumentError:
+            bad("mesh", "data=N[,model=M] with positive integers")
+    if cfg.stream is not None and cfg.text_file is not None:
+        bad("stream", "unset when --text-file is given (one corpus)")
 
 
 # ------------------------------------------------------------------------------ optimizer
@@ -223,15 +238,20 @@ def batch_arrays(batch) -> dict[str, np.ndarray]:
 
 
 class Evaluator:
-    """A jitted, dropout-free forward of ``task`` over exact evaluation batches."""
+    """A jitted, dropout-free forward of ``task`` over exact evaluation batches.
 
-    def __init__(self, model: ZooModel, task: Task):
+    Batches are split along the mesh's ``data`` axis (replicated when their row count does
+    not divide evenly); every process feeds its rows and gets the same metrics.
+    """
+
+    def __init__(self, model: ZooModel, task: Task, mesh=None):
         was_training = in_training_mode(model)
         model.eval()
         self.graph, _ = nnx.split(model)
         if was_training:
             model.train()
         self.task = task
+        self.mesh = mesh if mesh is not None else sharding.make_mesh()
         self.step = jax.jit(self._step)
 
     def _step(self, model_state, batch):
@@ -243,12 +263,13 @@ class Evaluator:
         total, indices, logits = None, [], []
         for plan in data.eval_plan():
             batch = data.make_batch(plan)
-            update, outputs = self.step(model_state, batch_arrays(batch))
+            update, outputs = self.step(model_state,
+                                        sharding.global_batch(batch_arrays(batch), self.mesh))
             total = update if total is None else total.merge(update)
             if collect and "logits" in outputs:
                 real = batch.weights > 0
                 indices.append(batch.indices[real])
-                logits.append(np.asarray(outputs["logits"])[real])
+                logits.append(sharding.to_host(outputs["logits"])[real])
         metrics = {k: float(v) for k, v in total.compute().items()}
         if collect:
             return metrics, np.concatenate(indices), np.concatenate(logits)
@@ -256,20 +277,33 @@ class Evaluator:
 
 
 class Steps:
-    """Jitted train step over split NNX states, plus the evaluator.
+    """Jitted train step over split NNX states, laid out on a device mesh, plus the evaluator.
 
     ``nnx.jit`` would re-walk the module graph in Python on every call; splitting once and
     jitting pure functions of the states removes that overhead, which small models feel.
+    The states are placed per ``zoo.sharding`` (parameters by the model's partition rules,
+    optimizer state like its parameters); batches come split along ``data``, so the step is
+    data-parallel SPMD with one gradient all-reduce, on one device or many.
     """
 
-    def __init__(self, model: ZooModel, optimizer: nnx.Optimizer, task: Task):
-        self.evaluator = Evaluator(model, task.for_eval)
+    def __init__(self, model: ZooModel, optimizer: nnx.Optimizer, task: Task, mesh=None):
+        self.mesh = mesh if mesh is not None else sharding.make_mesh()
+        self.evaluator = Evaluator(model, task.for_eval, self.mesh)
         model.train()
-        self.train_graph, self.model_state = nnx.split(model)
+        self.train_graph, model_state = nnx.split(model)
         model.eval()
-        self.opt_graph, self.opt_state = nnx.split(optimizer)
+        self.opt_graph, opt_state = nnx.split(optimizer)
+        rules = getattr(model, "partition_rules", ())
+        self.model_shardings = sharding.param_shardings(model_state, self.mesh, rules)
+        self.opt_shardings = sharding.follower_shardings(
+            opt_state, model_state, self.model_shardings, self.mesh)
+        self.model_state = sharding.place(model_state, self.model_shardings)
+        self.opt_state = sharding.place(opt_state, self.opt_shardings)
         self.task = task
-        self.train = jax.jit(self._train, donate_argnums=(0, 1))
+        replicated = sharding.replicated(self.mesh)
+        self.train = jax.jit(self._train, donate_argnums=(0, 1),
+                             out_shardings=(self.model_shardings, self.opt_shardings,
+                                            replicated, replicated))
 
     def _train(self, model_state, opt_state, batch, key):
         """One step -> (model state, optimizer state, metrics update, loss); the trainer
@@ -454,8 +488,11 @@ class Trainer:
             raise InvalidArgumentError("no training or no evaluation examples: the data is empty")
         self.total_steps = cfg.max_steps if cfg.max_steps is not None else max(
             1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.mesh = sharding.make_mesh(cfg.mesh)
+        sharding.check_batch_size(cfg.batch_size, self.mesh)
+        set_precision(model, cfg.precision)
         self.optimizer = nnx.Optimizer(model, make_optimizer(cfg, self.total_steps), wrt=nnx.Param)
-        self.steps = Steps(model, self.optimizer, self.task)
+        self.steps = Steps(model, self.optimizer, self.task, self.mesh)
         self.base_key = jax.random.key(cfg.seed, impl=cfg.dropout_prng)
         self.progress = Progress()
         self.show_progress = show_progress
@@ -502,7 +539,7 @@ class Trainer:
             manager.save(
                 self.progress.step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(jax.tree.map(np.asarray, tree)),
+                    state=ocp.args.StandardSave(tree),
                     progress=ocp.args.JsonSave(dataclasses.asdict(self.progress)),
                 ),
                 force=True,
@@ -510,7 +547,9 @@ class Trainer:
             _crash_hook("checkpoint-write", self._saves)
             manager.wait_until_finished()
             _crash_hook("checksums", self._saves)
-            write_step_checksums(Path(manager.directory) / str(self.progress.step))
+            if sharding.is_primary():
+                write_step_checksums(Path(manager.directory) / str(self.progress.step))
+            sharding.barrier(f"zoo-checksums-{kind}-{self.progress.step}")
 
     def restore(self, kind: str = "latest") -> bool:
         """Load the ``kind`` checkpoint, checked against its checksums; False when none exists."""
@@ -523,8 +562,9 @@ class Trainer:
         step_dir = Path(manager.directory) / str(step)
         verify_step_checksums(step_dir)
         try:
+            target = self._restore_target(manager, step)
             restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(), progress=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()))
             self.progress = Progress(**restored["progress"])
         except (ValueError, TypeError, KeyError, OSError) as err:  # unverified and unreadable
             raise checkpoint.IntegrityError(
@@ -545,6 +585,30 @@ class Trainer:
             self._train_metrics = jax.tree.unflatten(
                 structure, [jax.numpy.asarray(pending[str(i)]) for i in range(len(pending))])
         return True
+
+    def _restore_target(self, manager, step: int) -> dict:
+        """The saved tree's shapes and dtypes, each leaf with the sharding it takes here.
+
+        Orbax then reads every array straight into its shards on this mesh, however many
+        devices wrote it. Leaves this model lacks, or of another shape, are restored
+        replicated, so ``check_tree`` can name them.
+        """
+        wanted = {}
+        for name, state, shards in (("model", self.steps.model_state, self.steps.model_shardings),
+                                    ("optimizer", self.steps.opt_state, self.steps.opt_shardings)):
+            values = checkpoint.state_values(state, f"{name}/")
+            placed = checkpoint.state_values(shards, f"{name}/")
+            wanted |= {path: (np.shape(values[path]), placed[path]) for path in values}
+        replicated = sharding.replicated(self.mesh)
+        saved = manager.item_metadata(step)["state"]
+
+        def one(keys, meta):
+            path = sharding.key_path(keys)
+            shape, where = wanted.get(path, (None, replicated))
+            if tuple(meta.shape) != tuple(shape or ()) and shape is not None:
+                where = replicated
+            return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=where)
+        return jax.tree_util.tree_map_with_path(one, saved)
 
     def _drop_steps_after(self, step: int) -> None:
         """Remove checkpoints newer than the one resumed from.
@@ -584,6 +648,12 @@ class Trainer:
                 step += 1
             epoch, offset = epoch + 1, 0
 
+    def _global(self, batch) -> dict:
+        """A batch as global arrays split along ``data``: this process feeds its rows (the
+        in-memory batcher builds the whole batch; a stream yields this process's rows)."""
+        local = getattr(self.train_data, "yields_local_rows", False)
+        return sharding.global_batch(batch_arrays(batch), self.mesh, local=local)
+
     def _check_finite(self, step: int, loss, what: str = "loss") -> None:
         """Stop at the first non-finite training loss, before anything of that state is saved."""
         value = float(loss)
@@ -621,7 +691,7 @@ class Trainer:
                     with self._signals.held():  # state, step and metrics change together
                         self.steps.model_state, self.steps.opt_state, update, loss = \
                             self.steps.train(self.steps.model_state, self.steps.opt_state,
-                                             batch_arrays(batch), key)
+                                             self._global(batch), key)
                         self.progress.step = step + 1
                         self._train_metrics = update if self._train_metrics is None \
                             else self._train_metrics.merge(update)

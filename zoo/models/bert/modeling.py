@@ -99,14 +99,28 @@ class BertConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    # How parameters split over the ``model`` axis of a device mesh (zoo/sharding.py):
+    # Megatron-style, word embeddings by vocabulary rows, Q/K/V and the intermediate layer
+    # by output features, the attention output and layer output by input features. The rest
+    # (LayerNorms, positions, biases added after a reduction) is replicated.
+    partition_rules = (
+        (r"embeddings/word/embedding$", ("model", None)),
+        (r"attention/(query|key|value)/kernel$", (None, "model")),
+        (r"attention/(query|key|value)/bias$", ("model",)),
+        (r"attention/output/kernel$", ("model", None)),
+        (r"layers/\d+/intermediate/kernel$", (None, "model")),
+        (r"layers/\d+/intermediate/bias$", ("model",)),
+        (r"layers/\d+/output/kernel$", ("model", None)),
+    )
+
 
 def _dense(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     # BERT's initialiser: N(0, 0.02) weights, zero biases.
     return nnx.Linear(n_in, n_out, kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
 
 
-def _embed(n: int, d: int, rngs: nnx.Rngs) -> nnx.Embed:
-    return nnx.Embed(n, d, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+def _embed(n: int, d: int, rngs: nnx.Rngs) -> nn.Embed:
+    return nn.Embed(n, d, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
 
 
 class Embeddings(nnx.Module):

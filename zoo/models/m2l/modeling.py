@@ -71,6 +71,20 @@ class M2LConfig:
     def classifier_dropout(self) -> float:
         return self.dropout
 
+    # How parameters split over the ``model`` axis of a device mesh (zoo/sharding.py): the
+    # embedding by vocabulary rows, Q/K/V and the inner feed-forward layer by output
+    # features, the attention output and outer feed-forward layer by input features.
+    # Everything else is replicated; with ``model=1`` everything is.
+    partition_rules = (
+        (r"embed/embedding$", ("model", None)),
+        (r"attention/(query|key|value)/kernel$", (None, "model")),
+        (r"attention/(query|key|value)/bias$", ("model",)),
+        (r"attention/output/kernel$", ("model", None)),
+        (r"feed_forward/inner/kernel$", (None, "model")),
+        (r"feed_forward/inner/bias$", ("model",)),
+        (r"feed_forward/outer/kernel$", ("model", None)),
+    )
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -114,7 +128,7 @@ class MultiHeadAttention(nnx.Module):
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d_head)
         scores = jnp.where(key_mask[:, None, None, :] == 0, MASK_VALUE, scores)
-        weights = jax.nn.softmax(scores, axis=-1)
+        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
         context = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
         return self.output(context.transpose(0, 2, 1, 3).reshape(batch * length, d_model))
 
@@ -153,7 +167,7 @@ class M2LEncoder(nnx.Module):
 
     def __init__(self, config: M2LConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embed = nnx.Embed(
+        self.embed = nn.Embed(
             config.vocab_size,
             config.d_model,
             embedding_init=nnx.initializers.truncated_normal(stddev=config.embed_init_stddev),
