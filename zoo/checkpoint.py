@@ -167,6 +167,16 @@ def is_model_dir(path: Path) -> bool:
         return False
 
 
+def _local_checkpointer():
+    """An orbax checkpointer for this process alone (a model directory is written by one
+    process and read by each on its own, also when several processes train together)."""
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
+
+
 def save_model_dir(
     directory: str | Path,
     params: Mapping[str, Any],
@@ -181,7 +191,6 @@ def save_model_dir(
     ``directory`` is replaced only when it is empty, or when it is itself a zoo model
     directory and ``overwrite`` is set; anything else is refused, so no user file is lost.
     """
-    import orbax.checkpoint as ocp
 
     from zoo.fsutil import atomic_directory
 
@@ -189,7 +198,7 @@ def save_model_dir(
     with atomic_directory(directory, overwrite=overwrite, owned=_replaceable_model_dir,
                           what="a zoo model directory") as tmp:
         tree = unflatten({k: np.asarray(v) for k, v in params.items()})
-        with ocp.StandardCheckpointer() as checkpointer:
+        with _local_checkpointer() as checkpointer:
             checkpointer.save(tmp / PARAMS, tree)
             checkpointer.wait_until_finished()
         manifest = {"format": FORMAT, **manifest}
@@ -294,10 +303,8 @@ def validate_manifest(manifest: Any, path: Path | str) -> None:
 
 def stored_shapes(directory: str | Path) -> dict[str, jax.ShapeDtypeStruct]:
     """Flat {path: ShapeDtypeStruct} of a model directory, read from metadata only."""
-    import orbax.checkpoint as ocp
-
     params_dir = Path(directory).expanduser().resolve() / PARAMS
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _local_checkpointer() as checkpointer:
         try:
             item = checkpointer.metadata(params_dir).item_metadata
         except (ValueError, TypeError, KeyError, OSError) as err:  # unverified and unreadable
@@ -321,8 +328,6 @@ def load_params(
     ``expected`` holds the model's abstract params for exactly those prefixes; every
     stored path under them must match by name, shape and dtype.
     """
-    import orbax.checkpoint as ocp
-
     directory = Path(directory).expanduser().resolve()
     stored = {
         path: shape
@@ -330,7 +335,7 @@ def load_params(
         if path.startswith(prefixes)
     }
     check_tree(expected, stored, source=f"checkpoint {directory}")
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _local_checkpointer() as checkpointer:
         try:
             restored = flatten(checkpointer.restore(directory / PARAMS))
         except (ValueError, TypeError, KeyError, OSError) as err:

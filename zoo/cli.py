@@ -46,9 +46,11 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--time-limit", type=float, help="stop training after this many seconds")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", choices=["adamw", "adam"], default=defaults.optimizer,
+    parser.add_argument("--optimizer", choices=["adamw", "adam", "sgd"],
+                        default=defaults.optimizer,
                         help="adamw: clipping + AdamW with warm-up and decay; adam: the "
-                        "seed's constant-rate adam (use with --lr 5e-5)")
+                        "seed's constant-rate adam (use with --lr 5e-5); sgd: momentum 0.9 "
+                        "with warm-up and decay")
     parser.add_argument("--lr", type=float, dest="learning_rate",
                         help="peak learning rate (default: 1e-3 from a random init, the "
                         "model's fine-tuning default from pre-trained weights, e.g. 5e-5)")
@@ -60,6 +62,14 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--max-len", type=int)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--mesh", help="device mesh data=N[,model=M] (default: every device on "
+                        "data; model > 1 splits parameters by the model's partition rules)")
+    parser.add_argument("--precision", choices=["float32", "bf16"], default=defaults.precision,
+                        help="bf16: bfloat16 compute with float32 parameters (for GPUs/TPUs)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one of several processes: call jax.distributed.initialize() "
+                        "from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (or "
+                        "SLURM / Cloud TPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -96,8 +106,16 @@ def cmd_train(args, head: str | None = None) -> int:
     cfg = _config(args, **({"head": head} if head else {}))
     summary = train_run(cfg, args.out, resume=args.resume, show_progress=not args.quiet,
                         overwrite=args.overwrite)
-    print(json.dumps(summary, indent=2))
+    _print_summary(summary)
     return 0
+
+
+def _print_summary(summary: dict) -> None:
+    """The run's summary as JSON, once (by process 0 when several processes train)."""
+    from zoo.sharding import is_primary
+
+    if is_primary():
+        print(json.dumps(summary, indent=2))
 
 
 def cmd_pretrain(args) -> int:
@@ -198,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="masked-LM pre-training on SST-2 sentences or a text file")
     _add_training_args(p, model="encoder-m2l-small", head=None, epochs=3.0, lr=1e-3)
-    p.add_argument("--text-file", help="one sentence per line (default: SST-2 train sentences)")
+    p.add_argument("--text-file", help="one sentence per line, read into memory (default: "
+                   "SST-2 train sentences)")
+    p.add_argument("--stream", help="a corpus larger than memory, streamed: a text file (one "
+                   "example per line) or hf:NAME[/CONFIG]:SPLIT[:COLUMN] (a hub dataset)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="re-evaluate a run on the dev split")
@@ -258,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     training = args.func in (cmd_train, cmd_pretrain, cmd_distill)
     previous, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
+        if getattr(args, "distributed", False):  # before anything touches a device
+            from zoo.sharding import initialize_distributed
+
+            initialize_distributed()
         return args.func(args)
     except KeyboardInterrupt as err:
         from zoo.train import Terminated

@@ -14,15 +14,17 @@ Layout of ``RUN/``::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 from flax import nnx
 
-from zoo import checkpoint
+from zoo import checkpoint, sharding
 from zoo.batching import DEFAULT_BUCKETS, BucketBatcher, buckets_for
 from zoo.errors import ConfigError, InvalidArgumentError
 from zoo.fsutil import (FolderLock, InUseError, OutputExistsError, atomic_file,
@@ -33,6 +35,11 @@ from zoo.tasks import MaskingConfig, task_for
 from zoo.train import FLAGS, Evaluator, TrainConfig, Trainer, committed_steps
 
 EVAL_BATCH_SIZE = 64  # small batches run faster on CPU (cache-sized activations)
+# A streamed corpus is shuffled in windows of this many examples, whatever the process count
+# (each process's share of a window is STREAM_WINDOW / processes), so a run resumed with
+# another number of processes sees the same global batches.
+STREAM_WINDOW = 16_384
+TOKENIZER_SAMPLE = 100_000  # texts of a streamed corpus a tokenizer is trained on
 
 
 @dataclasses.dataclass
@@ -80,8 +87,24 @@ def read_data(cfg: TrainConfig) -> tuple:
     from zoo.registry import get_head
 
     mlm = get_head(cfg.head).kind == "mlm"
+    if cfg.stream is not None and not mlm:
+        raise InvalidArgumentError(f"--stream is for masked-LM pre-training (`zoo pretrain`); "
+                                   f"head {cfg.head!r} trains on SST-2")
     lines = read_text_lines(cfg.text_file) if cfg.text_file and mlm else None
+    if cfg.stream is not None:
+        from zoo.streaming import parse_source, sample_texts
+
+        source = parse_source(cfg.stream)
+        lines = _StreamLines(source, sample_texts(source, TOKENIZER_SAMPLE))
     return load_sst2(cfg.data_dir), lines
+
+
+class _StreamLines(list):
+    """The first texts of a streamed corpus (to train a tokenizer on), and its source."""
+
+    def __init__(self, source, sample: list[str]):
+        super().__init__(sample)
+        self.source = source
 
 
 def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) -> PreparedData:
@@ -91,7 +114,12 @@ def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) ->
     buckets = buckets_for(max_len, tuple(cfg.buckets or DEFAULT_BUCKETS))
     dataset, lines = raw or read_data(cfg)
     kind = model.info.head_kind
-    if kind == "mlm" and lines is not None:
+    stream = None
+    if kind == "mlm" and isinstance(lines, _StreamLines):
+        tokenizer = _tokenizer_for(model, lines, cfg)
+        stream = _open_stream(lines.source, tokenizer, cfg, max_len, buckets)
+        train_ids, dev_ids = None, encode(tokenizer, dataset["validation"]["sentence"], max_len)
+    elif kind == "mlm" and lines is not None:
         tokenizer = _tokenizer_for(model, lines, cfg)
         train_ids = encode(tokenizer, lines, max_len)
         dev_ids = encode(tokenizer, dataset["validation"]["sentence"], max_len)
@@ -115,11 +143,13 @@ def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) ->
             mask_id=ids["mask"], vocab_size=model.config.vocab_size,
             special_ids=tuple(sorted(ids.values())),
         )
-    train = BucketBatcher(train_ids, train_labels, batch_size=cfg.batch_size, buckets=buckets,
-                          pad_id=ids["pad"])
+    train = stream or BucketBatcher(train_ids, train_labels, batch_size=cfg.batch_size,
+                                    buckets=buckets, pad_id=ids["pad"])
     dev = BucketBatcher(dev_ids, dev_labels, batch_size=EVAL_BATCH_SIZE, buckets=buckets,
                         pad_id=ids["pad"])
     for split, batcher in (("train", train), ("dev", dev)):
+        if batcher is stream:  # checked as it is tokenised (ids come from the same tokenizer)
+            continue
         low, high = batcher.id_range()  # inside jit nothing checks ids: a bad one gives NaN
         if low < 0 or high >= model.config.vocab_size:
             raise InvalidArgumentError(
@@ -127,6 +157,26 @@ def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) ->
                 f"{cfg.model} (0..{model.config.vocab_size - 1}); the tokenizer does not fit the "
                 f"model, or the token cache under {cache_root()} is damaged (delete it)")
     return PreparedData(tokenizer, train, dev, dev_labels, masking)
+
+
+def _open_stream(source, tokenizer, cfg: TrainConfig, max_len: int, buckets):
+    """This process's share of a streamed corpus, as batches of ``cfg.batch_size`` rows."""
+    import jax
+
+    from zoo.streaming import TextStream
+    from zoo.text import special_ids
+
+    processes = jax.process_count()
+    stream = TextStream(source, tokenizer, batch_size=cfg.batch_size, max_len=max_len,
+                        pad_id=special_ids(tokenizer)["pad"], seed=cfg.seed,
+                        process_index=jax.process_index(), process_count=processes,
+                        shuffle_window=max(1, STREAM_WINDOW // processes),
+                        buckets=buckets if processes == 1 else None)
+    if stream.steps_per_epoch is None and cfg.max_steps is None:
+        stream.close()
+        raise InvalidArgumentError(f"--stream {cfg.stream}: a hub stream has no known length; "
+                                   "pass --max-steps")
+    return stream
 
 
 def _save_tokenizer(tokenizer, run_dir: Path) -> Path:
@@ -239,9 +289,9 @@ def _check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def _check_inputs_outside(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuse inputs that live among the run files a fresh start is about to remove."""
-    for field in ("weights", "data_dir", "text_file"):
+    for field in ("weights", "data_dir", "text_file", "stream"):
         value = getattr(cfg, field)
-        if value is None:
+        if value is None or (field == "stream" and str(value).startswith("hf:")):
             continue
         path = Path(value).expanduser().resolve()
         if path.is_relative_to(run_dir) and path != run_dir \
@@ -286,7 +336,9 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     _check_not_in_use(run_dir)
     _check_run_folder(run_dir, resume, overwrite)
     if resume:
-        cfg = read_run_config(run_dir)
+        # The run's settings, on the devices of this launch: a run saved on 8 devices resumes
+        # on 1 or 4 (checkpoints restore into the new mesh's shardings).
+        cfg = dataclasses.replace(read_run_config(run_dir), mesh=cfg.mesh)
         _check_same_method(run_dir, method)
     else:
         cfg = cfg.validated().resolved()
@@ -298,14 +350,20 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     model = make_model(cfg)
     data = prepare(model, cfg) if prepare is not None else prepare_data(model, cfg, raw)
     _check_not_in_use(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with FolderLock(run_dir):
-        _check_run_folder(run_dir, resume, overwrite)  # again, now that no one else can write
-        if not resume:
-            _remove_run_files(run_dir)
-            atomic_write_text(run_dir / CONFIG,
-                              json.dumps({"format": RUN_FORMAT, **cfg.to_dict(), **(method or {})},
-                                         indent=2) + "\n")
+    # Several processes (hosts): all have checked the folder above; process 0 alone locks and
+    # writes it, the others wait until it is ready, then every process trains.
+    primary = sharding.is_primary()
+    sharding.barrier("zoo-run-checked")
+    if primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(run_dir) if primary else contextlib.nullcontext():
+        if primary:
+            _check_run_folder(run_dir, resume, overwrite)  # again, now no one else can write
+            if not resume:
+                _remove_run_files(run_dir)
+                atomic_write_text(run_dir / CONFIG, json.dumps(
+                    {"format": RUN_FORMAT, **cfg.to_dict(), **(method or {})}, indent=2) + "\n")
+        sharding.barrier("zoo-run-ready")
         return _train(model, data, cfg, run_dir, resume, show_progress, task)
 
 
@@ -327,7 +385,9 @@ def _check_not_in_use(run_dir: Path) -> None:
 
 def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path, resume: bool,
            show_progress: bool, task=None) -> dict:
-    tokenizer_path = _save_tokenizer(data.tokenizer, run_dir)
+    primary = sharding.is_primary()
+    tokenizer_path = _save_tokenizer(data.tokenizer, run_dir) if primary \
+        else run_dir / checkpoint.TOKENIZER
     trainer = Trainer(model, cfg, run_dir, data.train, data.dev, data.masking, show_progress, task)
     try:
         progress = trainer.fit(resume=resume)
@@ -336,18 +396,26 @@ def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path,
         trainer.close()
     export_model(best, run_dir / "model", tokenizer_path,
                  source={"kind": "fine-tuned" if model.info.head_kind != "mlm" else "pre-trained",
-                         "run": str(run_dir), "best_step": progress.best_step})
+                         "run": str(run_dir), "best_step": progress.best_step},
+                 write=primary)
     summary = {
         "model": cfg.model, "head": cfg.head, "pretrained": bool(cfg.pretrained or cfg.weights),
-        "steps": progress.step, "epochs": round(progress.step / data.train.steps_per_epoch, 3),
+        "steps": progress.step, "epochs": round(progress.step / data.train.steps_per_epoch, 3)
+        if data.train.steps_per_epoch else None,
         "train_seconds": round(progress.train_seconds, 1), "best_step": progress.best_step,
         f"best_dev_{trainer.task.best_metric}": progress.best,
         "train_padding_fraction": round(data.train.padding_fraction(
-            data.train.epoch_plan(0, cfg.seed)), 4),
+            data.train.epoch_plan(0, cfg.seed)), 4) if hasattr(data.train, "epoch_plan")
+        else None,
         "compiled_train_shapes": trainer.steps.compiled_shapes(),
+        "devices": f"{len(trainer.mesh.devices.flat)} x {jax.devices()[0].device_kind} "
+                   f"({jax.process_count()} process(es), mesh {dict(trainer.mesh.shape)})",
+        "precision": cfg.precision,
     } | data.info
-    summary |= write_reports(trainer, best, data, run_dir)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary |= write_reports(trainer, best, data, run_dir if primary else None)
+    if primary:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    sharding.barrier("zoo-run-done")
     return summary
 
 
@@ -381,8 +449,13 @@ def write_reports(trainer_or_none, model: ZooModel, data: PreparedData, run_dir:
     return results
 
 
-def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source: dict) -> Path:
-    """Write ``model`` as a zoo model directory (what ``zoo.load(DIR)`` opens)."""
+def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source: dict,
+                 write: bool = True) -> Path:
+    """Write ``model`` as a zoo model directory (what ``zoo.load(DIR)`` opens).
+
+    Sharded parameters are gathered to the host first; with several processes every process
+    must call this (the gather is collective) and only the one with ``write`` writes.
+    """
     params = checkpoint.module_params(model.encoder, "encoder/")
     heads = {}
     if model.head is not None:
@@ -391,6 +464,9 @@ def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source
         if model.info.head_kind == "classification":
             heads[model.info.head] |= {"num_classes": model.info.num_classes,
                                        "labels": list(model.info.labels)}
+    params = sharding.to_host(params)
+    if not write:
+        return out
     manifest = {"model": model.info.encoder, "config": model.config.to_dict(), "heads": heads,
                 "default_head": model.info.head, "source": source}
     return checkpoint.save_model_dir(out, params, manifest, tokenizer=tokenizer_path,

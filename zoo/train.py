@@ -49,7 +49,8 @@ class TrainConfig:
     max_steps: int | None = None  # overrides epochs when set
     time_limit: float | None = None  # seconds of training after which the run stops early
     batch_size: int = 32
-    optimizer: str = "adamw"  # "adamw" (warm-up + decay) or "adam" (the seed's constant adam)
+    optimizer: str = "adamw"  # "adamw" (warm-up + decay), "adam" (the seed's constant adam)
+    # or "sgd" (momentum 0.9, warm-up + decay)
     learning_rate: float | None = None  # None: the model's fine-tuning default (see resolve)
     schedule: str = "linear"  # "linear" | "cosine" | "constant" (after warm-up)
     warmup_fraction: float = 0.06
@@ -99,7 +100,7 @@ FLAGS = {f: "--" + f.replace("_", "-") for f in (
     "model", "head", "weights", "epochs", "max_steps", "time_limit", "batch_size", "optimizer",
     "schedule", "warmup_fraction", "weight_decay", "dropout", "eval_every", "seed", "max_len",
     "data_dir", "text_file", "mesh", "precision", "stream")} | {"learning_rate": "--lr"}
-OPTIMIZERS = ("adamw", "adam")
+OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("linear", "cosine", "constant")
 PRNGS = ("threefry2x32", "rbg", "unsafe_rbg")
 
@@ -199,8 +200,9 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
     cfg = cfg.resolved()
     if cfg.optimizer == "adam":
         return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(cfg.learning_rate))
-    if cfg.optimizer != "adamw":
-        raise InvalidArgumentError(f"optimizer must be 'adamw' or 'adam', not {cfg.optimizer!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise InvalidArgumentError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not "
+                                   f"{cfg.optimizer!r}")
     warmup = max(1, int(cfg.warmup_fraction * total_steps))
     decay_steps = max(1, total_steps - warmup)
     after = {
@@ -216,6 +218,13 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
 
     def decay_mask(params):  # no weight decay on biases and LayerNorm scales
         return jax.tree.map(lambda p: p.ndim > 1, params)
+
+    if cfg.optimizer == "sgd":
+        return optax.chain(
+            optax.clip_by_global_norm(cfg.clip_norm),
+            optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+            optax.sgd(schedule, momentum=0.9),
+        )
 
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
@@ -483,9 +492,12 @@ class Trainer:
         self.run_dir = Path(run_dir).resolve()
         self.train_data, self.eval_data = train_data, eval_data
         self.task = task or task_for(model.info.head_kind, masking)  # or a caller's (distill)
+        # A streamed corpus (zoo.streaming) may not know its length: then --max-steps counts.
         self.steps_per_epoch = train_data.steps_per_epoch
-        if self.steps_per_epoch < 1 or len(eval_data) < 1:
+        if (self.steps_per_epoch is not None and self.steps_per_epoch < 1) or len(eval_data) < 1:
             raise InvalidArgumentError("no training or no evaluation examples: the data is empty")
+        if self.steps_per_epoch is None and cfg.max_steps is None:
+            raise InvalidArgumentError("the training stream has no known length: pass --max-steps")
         self.total_steps = cfg.max_steps if cfg.max_steps is not None else max(
             1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.mesh = sharding.make_mesh(cfg.mesh)
@@ -513,10 +525,15 @@ class Trainer:
         import orbax.checkpoint as ocp
 
         if kind not in self._managers:
-            clean_uncommitted(self.checkpoint_dir)
+            if sharding.is_primary():
+                clean_uncommitted(self.checkpoint_dir)
+            sharding.barrier("zoo-clean-checkpoints")
             self._managers[kind] = ocp.CheckpointManager(
                 self.checkpoint_dir / kind,
                 options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+                # Known up front, so the saved tree's metadata can be read before restoring.
+                item_handlers={"state": ocp.StandardCheckpointHandler(),
+                               "progress": ocp.JsonCheckpointHandler()},
             )
         return self._managers[kind]
 
@@ -627,6 +644,8 @@ class Trainer:
         for manager in self._managers.values():
             manager.close()
         self._managers.clear()
+        if hasattr(self.train_data, "close"):  # a stream's background thread
+            self.train_data.close()
 
     # -- evaluation ----------------------------------------------------------------
 
@@ -638,6 +657,12 @@ class Trainer:
 
     def batches_from(self, step: int) -> Iterator[tuple[int, Any]]:
         """(global step, batch) from ``step`` on: order is a pure function of seed and epoch."""
+        if hasattr(self.train_data, "batches_from"):  # a stream: it resumes itself
+            for step, batch in self.train_data.batches_from(step):
+                if step >= self.total_steps:
+                    return
+                yield step, batch
+            return
         epoch, offset = divmod(step, self.steps_per_epoch)
         while step < self.total_steps:
             plan = self.train_data.epoch_plan(epoch, self.cfg.seed)
@@ -651,7 +676,7 @@ class Trainer:
     def _global(self, batch) -> dict:
         """A batch as global arrays split along ``data``: this process feeds its rows (the
         in-memory batcher builds the whole batch; a stream yields this process's rows)."""
-        local = getattr(self.train_data, "yields_local_rows", False)
+        local = hasattr(self.train_data, "batches_from")  # a stream yields its rows only
         return sharding.global_batch(batch_arrays(batch), self.mesh, local=local)
 
     def _check_finite(self, step: int, loss, what: str = "loss") -> None:
@@ -675,13 +700,15 @@ class Trainer:
         """
         from zoo.logs import MetricsLog, truncate_metrics
 
+        primary = sharding.is_primary()  # with several processes, process 0 writes the files
         if resume and not self.restore("latest"):
             warnings.warn(f"{self.checkpoint_dir}: no completed checkpoint; starting from step 0")
         if resume:
             self._drop_steps_after(self.progress.step)
-            truncate_metrics(self.run_dir / "metrics.jsonl", self.progress.step)
-        log = log or MetricsLog(self.run_dir)
-        bar = _progress_bar(self.total_steps, self.progress.step, self.show_progress)
+            if primary:
+                truncate_metrics(self.run_dir / "metrics.jsonl", self.progress.step)
+        log = log or (MetricsLog(self.run_dir) if primary else _NoLog())
+        bar = _progress_bar(self.total_steps, self.progress.step, self.show_progress and primary)
         started = time.perf_counter() - self.progress.train_seconds
         unchecked = None  # (step, loss) of the last step whose loss was not looked at yet
         with self._signals:
@@ -701,7 +728,8 @@ class Trainer:
                     _crash_hook("step", step + 1)
                     self.progress.train_seconds = time.perf_counter() - started
                     bar.update(1)
-                    at_epoch_end = self.progress.step % self.steps_per_epoch == 0
+                    at_epoch_end = bool(self.steps_per_epoch) \
+                        and self.progress.step % self.steps_per_epoch == 0
                     at_end = self.progress.step >= self.total_steps
                     over_time = (self.cfg.time_limit is not None
                                  and self.progress.train_seconds >= self.cfg.time_limit)
@@ -748,8 +776,9 @@ class Trainer:
 
     def _record(self, log, train_values: dict, dev_values: dict) -> None:
         step = self.progress.step
-        epoch = step / self.steps_per_epoch
-        common = {"step": step, "epoch": round(epoch, 4), "time": round(self.progress.train_seconds, 2)}
+        epoch = step / self.steps_per_epoch if self.steps_per_epoch else None
+        common = {"step": step, "epoch": None if epoch is None else round(epoch, 4),
+                  "time": round(self.progress.train_seconds, 2)}
         log.write({**common, "split": "train", **train_values})
         log.write({**common, "split": "dev", **dev_values})
         value = dev_values[self.task.for_eval.best_metric]
@@ -764,6 +793,16 @@ class Trainer:
         """The model at the best checkpoint (the current one if none was saved)."""
         self.restore("best")
         return self.steps.model()
+
+
+class _NoLog:
+    """The metrics log of processes other than process 0: they compute, but do not write."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
