@@ -242,12 +242,14 @@ def haiku_forward(config, batch: dict):
     return lambda: forward(params, ids, mask).block_until_ready()
 
 
-def zoo_steps(settings: Settings, dropout_prng: str = "threefry2x32", dropout: float | None = None):
+def zoo_steps(settings: Settings, dropout_prng: str = "threefry2x32", dropout: float | None = None,
+              precision: str = "float32"):
     """(Steps, base key): the zoo's trainer step at the seed's optimizer settings."""
     import jax
     from flax import nnx
 
     from zoo.model import build_model, set_dropout_rate
+    from zoo.nn import set_precision
     from zoo.tasks import CLASSIFICATION
     from zoo.train import Steps, TrainConfig, make_optimizer
 
@@ -256,6 +258,7 @@ def zoo_steps(settings: Settings, dropout_prng: str = "threefry2x32", dropout: f
     model = build_model(cfg.model, cfg.head, seed=0)
     if dropout is not None:
         set_dropout_rate(model, dropout)
+    set_precision(model, precision)
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, 1), wrt=nnx.Param)
     return Steps(model, optimizer, CLASSIFICATION), jax.random.key(0, impl=cfg.dropout_prng)
 
@@ -322,6 +325,8 @@ def bench_train_step(settings: Settings, data: Data, config) -> tuple[list[dict]
             runners["zoo-rbg"] = zoo_train_step(settings, batch, dropout_prng="rbg")
         if "zoo-nodrop" in settings.variants:
             runners["zoo-nodrop"] = zoo_train_step(settings, batch, dropout=0.0)
+        if "zoo-bf16" in settings.variants:
+            runners["zoo-bf16"] = zoo_train_step(settings, batch, precision="bf16")
         log(f"train step, fixed padding {length}: {settings.pairs} interleaved rounds")
         t = interleaved(runners, settings.pairs, settings.steps_per_rep)
         medians[length] = {k: statistics.median(v) for k, v in t.items()}
@@ -340,6 +345,10 @@ def bench_train_step(settings: Settings, data: Data, config) -> tuple[list[dict]
             rows.append(row(f"zoo, dropout off (its cost = difference), L={length}", "ms/step",
                             ms["zoo-nodrop"], ratio=pairwise(t["zoo"], t["zoo-nodrop"]),
                             ratio_label="zoo-with-dropout / this"))
+        if "zoo-bf16" in t:
+            rows.append(row(f"zoo, --precision bf16, L={length}", "ms/step", ms["zoo-bf16"],
+                            ratio=pairwise(t["haiku"], t["zoo-bf16"]),
+                            ratio_label="faster than Haiku (float32)"))
     notes = [
         f"Batch {BATCH}, the first {BATCH} SST-2 training sentences tokenised and padded to a "
         f"fixed length (the seed's way); clip_by_global_norm(1) + adam({SEED_LR}); dropout on; "
@@ -349,11 +358,9 @@ def bench_train_step(settings: Settings, data: Data, config) -> tuple[list[dict]
         f"{', '.join(settings.variants)}) of {settings.steps_per_rep} steps after warm-up; "
         "ratios are per round.",
     ]
-    import jax
-
-    if jax.default_backend() == "gpu":
-        notes.append("bf16: not measured — the zoo has no compute-dtype switch yet, and casting "
-                     "params/inputs per call is not a few-line change.")
+    if "zoo-bf16" in settings.variants:
+        notes.append("bf16: zoo.nn.set_precision (bfloat16 compute, float32 parameters and "
+                     "optimizer state, float32 softmax and LayerNorm statistics).")
     return rows, notes, medians
 
 
@@ -781,6 +788,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="SST-2 folder (default $ZOO_SST2_DIR)")
     p.add_argument("--sst2-runs", default=str(DEFAULT_RUNS),
                    help="run directories with metrics.jsonl (time to 0.80 dev accuracy)")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time --precision bf16 (always on a GPU/TPU)")
     p.add_argument("--part", choices=("haiku-train", "zoo-train"), help=argparse.SUPPRESS)
     return p
 
@@ -806,6 +815,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(None if argv is None else [str(a) for a in argv])
     _require_haiku()
     settings = QUICK if args.quick else FULL
+    import jax
+
+    if jax.default_backend() != "cpu" or args.bf16:  # bf16 pays off on GPUs/TPUs, not on CPUs
+        settings = dataclasses.replace(settings, variants=settings.variants + ("zoo-bf16",))
     previous = _quick_compile_cache() if settings.quick else {}
     try:
         data_dir = _data_dir(args.data_dir)

@@ -6,6 +6,7 @@ update. Filler rows (``batch.weights == 0``, used to keep batch shapes fixed) ne
 
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import flax.struct
@@ -77,33 +78,40 @@ class MaskingConfig:
     vocab_size: int
     special_ids: tuple[int, ...]
     rate: float = 0.15
-    # Capacity of the gathered positions, as a fraction of the B*S slots. Only real tokens
-    # are drawn (at ``rate``), so a capacity of ``rate`` slots overflows only if nearly every
-    # slot is real and the draw runs high; positions past it are corrupted but not scored.
-    max_fraction: float = 0.15
+
+    def capacity(self, length: int) -> int:
+        """Masked positions scored per row of ``length`` tokens: the expected count plus two
+        standard deviations of the binomial draw (a row past it has its extra draws left
+        unmasked, about 2 % of rows)."""
+        mean = self.rate * length
+        spread = 2.0 * math.sqrt(length * self.rate * (1.0 - self.rate))
+        return max(1, min(length, math.ceil(mean + spread)))
 
 
 def mask_tokens(batch, key, cfg: MaskingConfig):
-    """Returns (corrupted ids, flat positions (P,), target ids (P,), target weights (P,)).
+    """Returns (corrupted ids (B, S), positions (B, P), target ids (B, P), weights (B, P)).
 
-    P is fixed per batch shape, so logits are computed only at the masked positions: the
-    25,000-way output layer then costs ~15 % of what it costs over every position.
+    Positions are chosen per row, with a fixed capacity P per row: the masked-LM head then
+    runs over B x P hidden states instead of B x S (the 25,000-way output layer is the
+    costliest part of a small model), and every row's work stays on the device that holds
+    the row, so a batch split over devices needs no gather of hidden states.
     """
     ids = batch["input_ids"]
-    b, s = ids.shape
+    _, s = ids.shape
     k_select, k_kind, k_random = jax.random.split(key, 3)
     maskable = (batch["attention_mask"] > 0) & (batch["weights"][:, None] > 0)
     for special in cfg.special_ids:
         maskable &= ids != special
-    chosen = maskable & (jax.random.uniform(k_select, ids.shape) < cfg.rate)
-    capacity = max(1, int(cfg.max_fraction * b * s))
-    (positions,) = jnp.nonzero(chosen.reshape(-1), size=capacity, fill_value=0)
-    valid = jnp.arange(capacity) < jnp.sum(chosen)
+    drawn = maskable & (jax.random.uniform(k_select, ids.shape) < cfg.rate)
+    capacity = cfg.capacity(s)
+    chosen = drawn & (jnp.cumsum(drawn, axis=1) <= capacity)  # what is masked is scored
+    positions = jax.vmap(lambda row: jnp.nonzero(row, size=capacity, fill_value=0)[0])(chosen)
+    valid = jnp.arange(capacity)[None, :] < jnp.sum(chosen, axis=1, keepdims=True)
     kind = jax.random.uniform(k_kind, ids.shape)
     random_ids = jax.random.randint(k_random, ids.shape, len(cfg.special_ids), cfg.vocab_size)
     corrupted = jnp.where(chosen & (kind < 0.8), cfg.mask_id, ids)
     corrupted = jnp.where(chosen & (kind >= 0.8) & (kind < 0.9), random_ids, corrupted)
-    targets = ids.reshape(-1)[positions]
+    targets = jnp.take_along_axis(ids, positions, axis=1)
     return corrupted, positions, targets, valid.astype(jnp.float32)
 
 
@@ -113,14 +121,14 @@ def make_mlm_forward(cfg: MaskingConfig):
         mask_key = jax.random.key(0) if key is None else jax.random.fold_in(key, 1)
         corrupted, positions, targets, weights = mask_tokens(batch, mask_key, cfg)
         hidden = model.encoder(corrupted, batch["attention_mask"], rngs=_rngs(key))
-        hidden = hidden.reshape(-1, hidden.shape[-1])[positions]
+        hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # (B, P, H)
         logits = model.head(hidden).astype(jnp.float32)
         per_token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
         loss = jnp.sum(per_token * weights) / jnp.maximum(jnp.sum(weights), 1.0)
         correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
         update = MLMMetrics.single_from_model_output(
-            correct=correct, loss=per_token, mask=weights > 0
-        )
+            correct=correct.reshape(-1), loss=per_token.reshape(-1),
+            mask=weights.reshape(-1) > 0)
         return loss, update, {}
 
     return mlm_forward
