@@ -344,6 +344,8 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         cfg = cfg.validated().resolved()
         get_encoder(cfg.model), get_head(cfg.head)
         _check_inputs_outside(run_dir, cfg)
+    # The mesh fits the devices and the batch splits over it: said before the folder is touched.
+    sharding.check_batch_size(cfg.batch_size, sharding.make_mesh(cfg.mesh))
     check_output(run_dir / "model", overwrite=True, owned=checkpoint.is_model_dir,
                  what="a zoo model directory")
     raw = read_data(cfg) if prepare is None else None

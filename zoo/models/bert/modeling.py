@@ -169,6 +169,8 @@ class SelfAttention(nnx.Module):
         d_head = hidden // self.num_heads
 
         def heads(t):  # (B*S, H) -> (B, heads, S, d_head)
+            # One axis split per reshape: jax's explicit sharding mode allows no more.
+            t = t.reshape(batch, length, -1)
             return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
@@ -177,7 +179,8 @@ class SelfAttention(nnx.Module):
         weights = jax.nn.softmax(scores + bias, axis=-1).astype(v.dtype)
         weights = self.dropout(weights, rngs=rngs)
         context = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
-        return self.output(context.transpose(0, 2, 1, 3).reshape(batch * length, hidden))
+        context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
+        return self.output(context.reshape(batch * length, hidden))
 
 
 class Layer(nnx.Module):

@@ -123,6 +123,8 @@ class MultiHeadAttention(nnx.Module):
         d_head = d_model // self.num_heads
 
         def heads(t):  # (B*S, D) -> (B, H, S, d_head); head h owns features h*d_head...
+            # One axis split per reshape: jax's explicit sharding mode allows no more.
+            t = t.reshape(batch, length, -1)
             return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
@@ -130,7 +132,8 @@ class MultiHeadAttention(nnx.Module):
         scores = jnp.where(key_mask[:, None, None, :] == 0, MASK_VALUE, scores)
         weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
         context = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
-        return self.output(context.transpose(0, 2, 1, 3).reshape(batch * length, d_model))
+        context = context.transpose(0, 2, 1, 3).reshape(batch, length, d_model)
+        return self.output(context.reshape(batch * length, d_model))
 
 
 class FeedForward(nnx.Module):
