@@ -129,14 +129,14 @@ def cmd_distill(args) -> int:
     flags = {"model": args.student, "epochs": args.epochs, "max_steps": args.max_steps,
              "time_limit": args.time_limit, "learning_rate": args.lr,
              "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
-             "data_dir": args.data_dir}
+             "data_dir": args.data_dir, "mesh": args.mesh, "precision": args.precision}
     train = TrainConfig(**DEFAULT_STUDENT | {k: v for k, v in flags.items() if v is not None})
     settings = {"temperature": args.temperature, "alpha": args.alpha, "augment": args.augment}
     cfg = DistillConfig(args.teacher, train, **{k: v for k, v in settings.items()
                                                 if v is not None}).validated()
     summary = distill_run(cfg, args.out, resume=args.resume, show_progress=not args.quiet,
                           overwrite=args.overwrite)
-    print(json.dumps(summary, indent=2))
+    _print_summary(summary)
     return 0
 
 
@@ -254,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--seed", int)):
         p.add_argument(flag, type=kind)
     p.add_argument("--data-dir")
+    p.add_argument("--mesh", help="device mesh of the student's training, data=N[,model=M]")
+    p.add_argument("--precision", choices=["float32", "bf16"],
+                   help="the student's compute precision (default float32)")
+    p.add_argument("--distributed", action="store_true",
+                   help="one of several processes (see `train --help`)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
