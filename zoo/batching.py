@@ -127,8 +127,12 @@ class BucketBatcher:
         """Every example once, bucket by bucket, in dataset order within a bucket."""
         return [chunk for members in self._bucket_members() for chunk in self._chunks(members)]
 
-    def make_batch(self, indices: np.ndarray) -> Batch:
-        """These examples padded to their (largest) bucket, topped up to ``batch_size`` rows."""
+    def make_batch(self, indices: np.ndarray, rows: slice | None = None) -> Batch:
+        """These examples padded to their (largest) bucket, topped up to ``batch_size`` rows.
+
+        ``rows``: build only these rows of that batch (a process's share when several feed one
+        global batch); the length is still the whole batch's, so every share has one shape.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.ndim != 1 or not 0 < indices.size <= self.batch_size:
             raise ValueError(
@@ -137,19 +141,22 @@ class BucketBatcher:
         if indices.min() < 0 or indices.max() >= len(self):
             raise IndexError(f"batch indices must lie in [0, {len(self)}), got {indices}")
         length = self.buckets[int(self.bucket_of[indices].max())]
-        rows = [self._flat[self._offsets[i]:self._offsets[i + 1]] for i in indices]
-        input_ids, attention_mask = _pad_rows(rows, self.batch_size, length, self.pad_id)
-        n = indices.size
-        labels = np.zeros(self.batch_size, np.int32)
-        labels[:n] = self.labels[indices]
-        weights = np.zeros(self.batch_size, np.float32)
-        weights[:n] = 1.0
         full_indices = np.full(self.batch_size, FILLER_INDEX, np.int64)
-        full_indices[:n] = indices
+        full_indices[:indices.size] = indices
+        if rows is not None:
+            full_indices = full_indices[rows]
+        real = full_indices[full_indices != FILLER_INDEX]  # fillers only ever follow real rows
+        size, n = full_indices.size, real.size
+        token_rows = [self._flat[self._offsets[i]:self._offsets[i + 1]] for i in real]
+        input_ids, attention_mask = _pad_rows(token_rows, size, length, self.pad_id)
+        labels = np.zeros(size, np.int32)
+        labels[:n] = self.labels[real]
+        weights = np.zeros(size, np.float32)
+        weights[:n] = 1.0
         extras = {}
         for name, values in self.extras.items():
-            extras[name] = np.zeros((self.batch_size, *values.shape[1:]), values.dtype)
-            extras[name][:n] = values[indices]
+            extras[name] = np.zeros((size, *values.shape[1:]), values.dtype)
+            extras[name][:n] = values[real]
         return Batch(input_ids, attention_mask, labels, weights, full_indices, extras)
 
     def padding_fraction(self, plan: Sequence[np.ndarray]) -> float:

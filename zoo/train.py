@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import numbers
@@ -669,15 +670,20 @@ class Trainer:
             for indices in plan[offset:]:
                 if step >= self.total_steps:
                     return
-                yield step, self.train_data.make_batch(indices)
+                yield step, self.train_data.make_batch(indices, self._rows)
                 step += 1
             epoch, offset = epoch + 1, 0
 
+    @functools.cached_property
+    def _rows(self) -> slice:
+        """The rows of every global training batch that this process builds and feeds."""
+        return sharding.local_rows(self.cfg.batch_size,
+                                   sharding.batch_sharding(self.mesh, self.cfg.batch_size))
+
     def _global(self, batch) -> dict:
-        """A batch as global arrays split along ``data``: this process feeds its rows (the
-        in-memory batcher builds the whole batch; a stream yields this process's rows)."""
-        local = hasattr(self.train_data, "batches_from")  # a stream yields its rows only
-        return sharding.global_batch(batch_arrays(batch), self.mesh, local=local)
+        """A batch as global arrays split along ``data``, from this process's rows only (the
+        in-memory batcher builds just them; a stream reads and tokenises just them)."""
+        return sharding.global_batch(batch_arrays(batch), self.mesh, local=True)
 
     def _check_finite(self, step: int, loss, what: str = "loss") -> None:
         """Stop at the first non-finite training loss, before anything of that state is saved."""

@@ -130,3 +130,20 @@ def test_pad_to_bucket_uses_smallest_bucket_holding_the_longest():
     assert pad_to_bucket([[1, 2, 3, 4]], BUCKETS)[0].shape == (1, 4)
     with pytest.raises(ValueError, match="17 tokens"):
         pad_to_bucket([[1] * 17], BUCKETS)
+
+
+def test_row_shares_of_a_batch_make_the_whole_batch():
+    """Processes that each build their rows of a global batch build exactly the batch."""
+    rows = [[2, 5 + i % 7] + [9] * (i % 20) + [3] for i in range(40)]
+    extras = {"teacher": np.arange(80, dtype=np.float32).reshape(40, 2)}
+    b = BucketBatcher(rows, [i % 2 for i in range(40)], batch_size=8, buckets=(8, 16, 32),
+                      extras=extras)
+    for indices in (np.array([3, 17, 25, 1, 30, 7, 8, 9]), np.array([38, 2, 21])):  # + fillers
+        whole = b.make_batch(indices)
+        shares = [b.make_batch(indices, slice(start, start + 2)) for start in range(0, 8, 2)]
+        for field in ("input_ids", "attention_mask", "labels", "weights", "indices"):
+            np.testing.assert_array_equal(
+                np.concatenate([getattr(s, field) for s in shares]), getattr(whole, field))
+        np.testing.assert_array_equal(
+            np.concatenate([s.extras["teacher"] for s in shares]), whole.extras["teacher"])
+        assert all(s.input_ids.shape == (2, whole.input_ids.shape[1]) for s in shares)
