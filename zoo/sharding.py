@@ -206,16 +206,16 @@ def global_batch(arrays: Mapping[str, np.ndarray], mesh: Mesh, local: bool = Fal
     its rows), or with ``local=True`` just this process's rows (a stream that reads only its
     share), in process order.
     """
-    out = {}
-    for name, value in arrays.items():
-        value = np.asarray(value)
-        rows = value.shape[0] * (jax.process_count() if local else 1)
-        sharding = batch_sharding(mesh, rows)
-        if not local:
-            value = value[local_rows(rows, sharding)]
-        out[name] = jax.make_array_from_process_local_data(sharding, value,
-                                                           (rows, *value.shape[1:]))
-    return out
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    processes = jax.process_count()
+    rows = next(iter(arrays.values())).shape[0] * (processes if local else 1)
+    sharding = batch_sharding(mesh, rows)  # every field of a batch has the same rows
+    if processes == 1:  # one transfer of the whole batch: this runs at every step
+        return jax.device_put(arrays, sharding)
+    mine = slice(None) if local else local_rows(rows, sharding)
+    return {name: jax.make_array_from_process_local_data(sharding, value[mine],
+                                                         (rows, *value.shape[1:]))
+            for name, value in arrays.items()}
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
