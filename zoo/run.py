@@ -81,8 +81,8 @@ def _tokenizer_for(model: ZooModel, texts: list[str], cfg: TrainConfig):
 
 
 def read_data(cfg: TrainConfig) -> tuple:
-    """(SST-2, the ``text_file`` lines or None), read before a model is built: bad data then
-    fails in a moment, not after the weights are loaded."""
+    """(SST-2, the ``text_file`` lines, a ``StreamSample`` of ``stream``, or None), read before
+    a model is built: bad data then fails in a moment, not after the weights are loaded."""
     from zoo.data import load_sst2, read_text_lines
     from zoo.registry import get_head
 
@@ -95,16 +95,16 @@ def read_data(cfg: TrainConfig) -> tuple:
         from zoo.streaming import parse_source, sample_texts
 
         source = parse_source(cfg.stream)
-        lines = _StreamLines(source, sample_texts(source, TOKENIZER_SAMPLE))
+        lines = StreamSample(source, sample_texts(source, TOKENIZER_SAMPLE))
     return load_sst2(cfg.data_dir), lines
 
 
-class _StreamLines(list):
-    """The first texts of a streamed corpus (to train a tokenizer on), and its source."""
+@dataclasses.dataclass(frozen=True)
+class StreamSample:
+    """A streamed corpus: its source, and its first texts (to train a tokenizer on)."""
 
-    def __init__(self, source, sample: list[str]):
-        super().__init__(sample)
-        self.source = source
+    source: object
+    texts: list[str]
 
 
 def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) -> PreparedData:
@@ -115,8 +115,8 @@ def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) ->
     dataset, lines = raw or read_data(cfg)
     kind = model.info.head_kind
     stream = None
-    if kind == "mlm" and isinstance(lines, _StreamLines):
-        tokenizer = _tokenizer_for(model, lines, cfg)
+    if kind == "mlm" and isinstance(lines, StreamSample):
+        tokenizer = _tokenizer_for(model, lines.texts, cfg)
         stream = _open_stream(lines.source, tokenizer, cfg, max_len, buckets)
         train_ids, dev_ids = None, encode(tokenizer, dataset["validation"]["sentence"], max_len)
     elif kind == "mlm" and lines is not None:

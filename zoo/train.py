@@ -616,14 +616,13 @@ class Trainer:
                                     ("optimizer", self.steps.opt_state, self.steps.opt_shardings)):
             values = checkpoint.state_values(state, f"{name}/")
             placed = checkpoint.state_values(shards, f"{name}/")
-            wanted |= {path: (np.shape(values[path]), placed[path]) for path in values}
+            wanted |= {path: (tuple(np.shape(values[path])), placed[path]) for path in values}
         replicated = sharding.replicated(self.mesh)
         saved = manager.item_metadata(step)["state"]
 
         def one(keys, meta):
-            path = sharding.key_path(keys)
-            shape, where = wanted.get(path, (None, replicated))
-            if tuple(meta.shape) != tuple(shape or ()) and shape is not None:
+            shape, where = wanted.get(sharding.key_path(keys), (None, replicated))
+            if shape != tuple(meta.shape):  # not this model's: check_tree names it
                 where = replicated
             return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=where)
         return jax.tree_util.tree_map_with_path(one, saved)
