@@ -24,9 +24,7 @@ def sst2_slice(tmp_path_factory):
     return write_slice(tmp_path_factory.mktemp("sst2"), 96, 32, 8)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # zoo_tests/conftest.py
 
 
 def _write_teacher(path: Path, texts: list[str], seed: int = 7, scale: float = 8.0) -> Path:

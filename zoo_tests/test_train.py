@@ -22,9 +22,7 @@ def sst2_slice(tmp_path_factory):
     return write_slice(tmp_path_factory.mktemp("sst2"), 600, 120, 30)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # zoo_tests/conftest.py
 
 
 def _cfg(data_dir, **overrides) -> TrainConfig:
