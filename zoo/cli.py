@@ -131,7 +131,9 @@ def cmd_distill(args) -> int:
              "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
              "data_dir": args.data_dir, "mesh": args.mesh, "precision": args.precision}
     train = TrainConfig(**DEFAULT_STUDENT | {k: v for k, v in flags.items() if v is not None})
-    settings = {"temperature": args.temperature, "alpha": args.alpha, "augment": args.augment}
+    settings = {"temperature": args.temperature, "alpha": args.alpha, "augment": args.augment,
+                "embeddings": args.embeddings, "hint": args.hint,
+                "min_words": args.min_words}
     cfg = DistillConfig(args.teacher, train, **{k: v for k, v in settings.items()
                                                 if v is not None}).validated()
     summary = distill_run(cfg, args.out, resume=args.resume, show_progress=not args.quiet,
@@ -249,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="softmax temperature (default 2)")
     p.add_argument("--alpha", type=float, help="weight of the teacher loss, in [0, 1]")
     p.add_argument("--augment", type=int, help="augmented sentences per training sentence")
+    p.add_argument("--min-words", type=int,
+                   help="augment only training sentences of at least this many words")
+    p.add_argument("--hint", type=float,
+                   help="weight of the hidden-state loss: the student's final [CLS] state vs "
+                        "the teacher's, PCA-projected to the student's width (default 0)")
+    p.add_argument("--embeddings", choices=["random", "teacher"],
+                   help="the student's token embeddings start random or from the teacher's "
+                        "(projected across vocabularies)")
     for flag, kind in (("--epochs", float), ("--max-steps", int), ("--time-limit", float),
                        ("--lr", float), ("--batch-size", int), ("--eval-every", int),
                        ("--seed", int)):

@@ -39,6 +39,7 @@ from zoo.train import TrainConfig, _is_int, _is_real
 CACHE_VERSION = 1  # bump when teacher_logits' output changes: old cache entries then miss
 MASK_TOKEN = "[MASK]"  # every zoo tokenizer (and BERT's) knows it as a special token
 SECTION = "distill"  # the config.json section of a distillation run
+EMBEDDINGS = ("random", "teacher")  # how the student's token embeddings start
 
 # The student recipe chosen on a 2-core CPU (see README, "Distillation"): about 4 minutes.
 DEFAULT_STUDENT = dict(model="encoder-m2l-mini", head="sst2", epochs=2.0, batch_size=32,
@@ -63,6 +64,8 @@ class DistillConfig:
     p_ngram: float = 0.25  # per sentence: cut to a random n-gram, n in 1..max_ngram
     max_ngram: int = 5
     min_words: int = 0  # augment only sentences of at least this many words (dev's are long)
+    embeddings: str = "random"  # the student's token embeddings: "random" or "teacher"
+    hint: float = 0.0  # weight of the hidden-state loss: student [CLS] vs the teacher's (PCA)
     teacher_batch_size: int = 64
 
     def settings(self) -> dict:
@@ -84,6 +87,8 @@ class DistillConfig:
             bad("--temperature", "a finite number > 0", self.temperature)
         if not real(self.alpha, 0.0, 1.0):
             bad("--alpha", "a number in [0, 1]", self.alpha)
+        if not real(self.hint, 0.0, math.inf):
+            bad("--hint", "a finite number >= 0", self.hint)
         if not (_is_int(self.augment) and self.augment >= 0):
             bad("--augment", "an integer >= 0", self.augment)
         for name in ("p_mask", "p_replace", "p_ngram"):
@@ -94,6 +99,8 @@ class DistillConfig:
         for name in ("max_ngram", "teacher_batch_size"):
             if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 bad(name, "an integer >= 1", getattr(self, name))
+        if self.embeddings not in EMBEDDINGS:
+            bad("--embeddings", f"one of {', '.join(EMBEDDINGS)}", self.embeddings)
         if not (_is_int(self.min_words) and self.min_words >= 0):
             bad("--min-words", "an integer >= 0", self.min_words)
         self.train.validated()
@@ -123,6 +130,38 @@ def distill_loss(student_logits, teacher_logits, labels, has_label, weights, tem
     return loss, per_example, kl
 
 
+def hint_loss(student_hidden, targets):
+    """Per-example mean squared error between the student's final [CLS] state and its target
+    (the teacher's, projected to the student's width by ``hint_targets``).
+
+    A teacher whose projection is narrower than the student is compared on the student's
+    first dimensions.
+    """
+    width = targets.shape[-1]
+    error = student_hidden[..., :width].astype(jnp.float32) - targets.astype(jnp.float32)
+    return jnp.mean(error ** 2, -1)
+
+
+def hint_targets(features: np.ndarray, width: int) -> tuple[np.ndarray, dict]:
+    """The teacher's [CLS] states ``features`` (N, H) as regression targets of width
+    ``min(width, H)``: centred, projected on their top principal components, and scaled so the
+    components' mean variance is 1 (the scale of a LayerNorm output). Returns (targets, info).
+
+    A fixed projection needs no trainable parameters beside the student's (FitNets' hints use
+    a learned one): the student's last layer learns the rotation.
+    """
+    x = np.asarray(features, np.float32)
+    x = x - x.mean(0)
+    k = min(width, x.shape[1])
+    values, vectors = np.linalg.eigh(x.T @ x / max(len(x), 1))  # ascending eigenvalues
+    top = np.argsort(values)[::-1][:k]
+    scale = math.sqrt(max(float(values[top].mean()), 1e-12))
+    targets = (x @ vectors[:, top]) / scale
+    explained = float(values[top].sum() / max(float(values.sum()), 1e-12))
+    return targets.astype(np.float32), {"components": k,
+                                        "explained_variance": round(explained, 4)}
+
+
 @flax.struct.dataclass
 class LabelledAccuracy(metrics.Average):
     """Accuracy against the gold labels, over labelled examples only (augmented ones have none)."""
@@ -140,21 +179,35 @@ class DistillMetrics(metrics.Collection):
     loss: metrics.Average.from_output("loss")
     kl_loss: metrics.Average.from_output("kl")  # KL to the teacher at temperature T
     agreement: metrics.Average.from_output("agreement")  # argmax equal to the teacher's
+    hint_loss: metrics.Average.from_output("hint")  # [CLS] state vs the teacher's (0: no hint)
 
 
-def distill_task(temperature: float, alpha: float) -> Task:
-    """Training on ``batch["teacher_logits"]`` and ``batch["has_label"]``; dev data (which has
-    no teacher logits) is scored as plain classification, the best checkpoint by accuracy."""
+def distill_task(temperature: float, alpha: float, hint: float = 0.0) -> Task:
+    """Training on ``batch["teacher_logits"]`` and ``batch["has_label"]`` (and, with ``hint``,
+    ``batch["teacher_hidden"]``); dev data (which has no teacher outputs) is scored as plain
+    classification, the best checkpoint by accuracy."""
     def forward(model, batch, key):
         rngs = None if key is None else nnx.Rngs(dropout=key)
-        logits = model(batch["input_ids"], batch["attention_mask"], rngs=rngs).astype(jnp.float32)
+        if hint:
+            hidden = model.encoder(batch["input_ids"], batch["attention_mask"], rngs=rngs)
+            logits = model.head(hidden, rngs=rngs).astype(jnp.float32)
+            hint_error = hint_loss(hidden[:, 0], batch["teacher_hidden"])
+        else:
+            logits = model(batch["input_ids"], batch["attention_mask"], rngs=rngs)
+            logits = logits.astype(jnp.float32)
+            hint_error = jnp.zeros(logits.shape[0], jnp.float32)
         loss, per_example, kl = distill_loss(
             logits, batch["teacher_logits"], batch["labels"], batch["has_label"],
             batch["weights"], temperature, alpha)
+        if hint:
+            per_example = per_example + hint * hint_error
+            weights = batch["weights"]
+            loss = loss + hint * jnp.sum(hint_error * weights) / jnp.maximum(jnp.sum(weights), 1.0)
         agreement = (jnp.argmax(logits, -1) == jnp.argmax(batch["teacher_logits"], -1))
         update = DistillMetrics.single_from_model_output(
             logits=logits, labels=batch["labels"], labelled=batch["has_label"], loss=per_example,
-            kl=kl, agreement=agreement.astype(jnp.float32), mask=batch["weights"] > 0)
+            kl=kl, agreement=agreement.astype(jnp.float32), hint=hint_error,
+            mask=batch["weights"] > 0)
         return loss, update, {"logits": logits}
 
     return Task("distill", DistillMetrics, "accuracy", True, forward, eval_task=CLASSIFICATION)
@@ -193,45 +246,51 @@ def _texts_digest(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def cache_path(teacher: ZooModel, texts: Sequence[str], cache_dir: str | Path | None = None
-               ) -> Path:
-    """Where ``teacher``'s logits over ``texts`` are cached (under ``cache_root()/distill``)."""
+def cache_path(teacher: ZooModel, texts: Sequence[str], cache_dir: str | Path | None = None,
+               kind: str = "logits") -> Path:
+    """Where ``teacher``'s ``kind`` ("logits" or "features") over ``texts`` are cached (under
+    ``cache_root()/distill``)."""
     from zoo.hub import cache_root
 
     key = hashlib.sha256(f"v{CACHE_VERSION}:{teacher_fingerprint(teacher)}:"
                          f"{_texts_digest(texts)}".encode()).hexdigest()[:32]
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "distill"
-    return root / f"teacher-logits-v{CACHE_VERSION}-{key}.npy"
+    return root / f"teacher-{kind}-v{CACHE_VERSION}-{key}.npy"
 
 
-def _load_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """The cached logits, or None when absent or damaged (then they are computed again)."""
+def _load_cached(path: Path, shape: tuple[int, int], dtype) -> np.ndarray | None:
+    """The cached array, or None when absent or damaged (then it is computed again)."""
     try:
-        logits = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    if logits.shape != shape or logits.dtype != np.float32 or not np.isfinite(logits).all():
+    if array.shape != shape or array.dtype != dtype or not np.isfinite(array).all():
         return None
-    return logits
+    return array
 
 
 _FORWARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _teacher_forward(teacher: ZooModel):
-    """(jitted logits(state, ids, mask), state), made once per teacher: the training, augmented
-    and dev texts then share its compiled shapes."""
+    """(jitted (logits, [CLS] hidden state)(state, ids, mask), state), made once per teacher:
+    the training, augmented and dev texts then share its compiled shapes."""
     if teacher not in _FORWARDS:
         graph, state = nnx.split(teacher)  # zoo.load gives eval mode: no dropout
-        forward = jax.jit(lambda state, ids, mask: nnx.merge(graph, state)(ids, mask)
-                          .astype(jnp.float32))
-        _FORWARDS[teacher] = (forward, state)
+
+        def forward(state, ids, mask):
+            model = nnx.merge(graph, state)
+            hidden = model.encoder(ids, mask)
+            return model.head(hidden).astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
+
+        _FORWARDS[teacher] = (jax.jit(forward), state)
     return _FORWARDS[teacher]
 
 
-def compute_logits(teacher: ZooModel, texts: Sequence[str], batch_size: int = 64,
-                   show_progress: bool = True) -> np.ndarray:
-    """The teacher's logits (float32, (N, classes)) over ``texts``, in their order.
+def compute_outputs(teacher: ZooModel, texts: Sequence[str], batch_size: int = 64,
+                    show_progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's logits (float32, (N, classes)) and final [CLS] hidden states (float32,
+    (N, hidden)) over ``texts``, in their order: one forward pass gives both.
 
     Texts are sorted by token count and batched so each batch pads only to its longest
     text rounded up to 8 (as ``predict`` does); rows are fixed at ``batch_size``, so the
@@ -251,36 +310,68 @@ def compute_logits(teacher: ZooModel, texts: Sequence[str], batch_size: int = 64
     token_ids = encode(teacher.tokenizer, list(texts), max_len)
     order = np.argsort([len(t) for t in token_ids], kind="stable")
     logits = np.zeros((len(texts), teacher.info.num_classes), np.float32)
+    features = np.zeros((len(texts), teacher.config.hidden_size), np.float32)
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, disable=not show_progress, unit="batch", desc="teacher logits",
                       dynamic_ncols=True):
         chunk = order[start:start + batch_size]
         ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad,
                                   num_rows=batch_size)
-        logits[chunk] = np.asarray(forward(state, ids, mask))[:len(chunk)]
-    if not np.isfinite(logits).all():
-        raise InvalidArgumentError("the teacher gives non-finite logits: its weights are broken")
-    return logits
+        out_logits, out_features = forward(state, ids, mask)
+        logits[chunk] = np.asarray(out_logits)[:len(chunk)]
+        features[chunk] = np.asarray(out_features)[:len(chunk)]
+    if not (np.isfinite(logits).all() and np.isfinite(features).all()):
+        raise InvalidArgumentError("the teacher gives non-finite outputs: its weights are broken")
+    return logits, features
 
 
-def cached_teacher_logits(teacher: ZooModel, texts: Sequence[str],
-                          cache_dir: str | Path | None = None, *, batch_size: int = 64,
-                          show_progress: bool = True) -> tuple[np.ndarray, dict]:
-    """(logits, info): ``compute_logits`` once per (teacher, texts); info says hit or miss,
-    the seconds spent and the cache file."""
+def compute_logits(teacher: ZooModel, texts: Sequence[str], batch_size: int = 64,
+                   show_progress: bool = True) -> np.ndarray:
+    """The teacher's logits (float32, (N, classes)) over ``texts``, in their order."""
+    return compute_outputs(teacher, texts, batch_size, show_progress)[0]
+
+
+def cached_teacher_outputs(teacher: ZooModel, texts: Sequence[str],
+                           cache_dir: str | Path | None = None, *, features: bool = False,
+                           batch_size: int = 64, show_progress: bool = True
+                           ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(logits, [CLS] features or None, info): ``compute_outputs`` once per (teacher, texts).
+
+    The logits are cached as float32; the features, when asked for, as float16 beside them
+    (half the disk; they are regression targets). info says hit or miss, the seconds spent
+    and the logits' cache file.
+    """
     from zoo.fsutil import atomic_file
 
     started = time.perf_counter()
     texts = list(texts)
     path = cache_path(teacher, texts, cache_dir)
-    logits = _load_cached(path, (len(texts), teacher.info.num_classes))
-    hit = logits is not None
+    logits = _load_cached(path, (len(texts), teacher.info.num_classes), np.float32)
+    hidden = None
+    if features:
+        hidden = _load_cached(cache_path(teacher, texts, cache_dir, "features"),
+                              (len(texts), teacher.config.hidden_size), np.float16)
+    hit = logits is not None and (hidden is not None or not features)
     if not hit:
-        logits = compute_logits(teacher, texts, batch_size, show_progress)
-        with atomic_file(path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, logits)
-    return logits, {"cache": "hit" if hit else "miss", "examples": len(texts),
-                    "seconds": round(time.perf_counter() - started, 2), "path": str(path)}
+        logits, hidden = compute_outputs(teacher, texts, batch_size, show_progress)
+        hidden = hidden.astype(np.float16) if features else None
+        for kind, array in (("logits", logits), ("features", hidden)):
+            if array is not None:
+                with atomic_file(cache_path(teacher, texts, cache_dir, kind)) as tmp, \
+                        open(tmp, "wb") as handle:
+                    np.save(handle, array)
+    return logits, hidden, {"cache": "hit" if hit else "miss", "examples": len(texts),
+                            "seconds": round(time.perf_counter() - started, 2),
+                            "path": str(path)}
+
+
+def cached_teacher_logits(teacher: ZooModel, texts: Sequence[str],
+                          cache_dir: str | Path | None = None, *, batch_size: int = 64,
+                          show_progress: bool = True) -> tuple[np.ndarray, dict]:
+    """(logits, info): the teacher's logits over ``texts``, computed once and cached."""
+    logits, _, info = cached_teacher_outputs(teacher, texts, cache_dir, batch_size=batch_size,
+                                             show_progress=show_progress)
+    return logits, info
 
 
 def teacher_logits(teacher_model: ZooModel, texts: Sequence[str],
@@ -289,6 +380,69 @@ def teacher_logits(teacher_model: ZooModel, texts: Sequence[str],
     """The teacher's logits over ``texts`` (float32, (N, classes)), computed once and cached."""
     return cached_teacher_logits(teacher_model, texts, cache_dir, batch_size=batch_size,
                                  show_progress=show_progress)[0]
+
+
+# ------------------------------------------------------------------------------ embeddings
+
+
+def _table(encoder, role: str) -> nnx.Param:
+    table = getattr(encoder, "token_embeddings", None)
+    if table is None:
+        raise InvalidArgumentError(
+            f"the {role}'s encoder ({type(encoder).__name__}) has no token_embeddings() method, "
+            "which embedding transfer needs (see README, 'Adding a family')")
+    return table()
+
+
+def transfer_embeddings(teacher: ZooModel, student: ZooModel, student_tokenizer) -> dict:
+    """Initialise ``student``'s token embeddings from ``teacher``'s, across vocabularies.
+
+    Each token of the student's vocabulary (its subword prefix removed) is encoded with the
+    teacher's tokenizer, and its vector is the mean of the teacher's input embeddings of those
+    pieces. The vectors are centred and projected on their top principal components down to
+    the student's width, and scaled to the standard deviation of the student's current table,
+    so the rest of its initialisation still fits. Special tokens, and tokens the teacher only
+    knows as its unknown token, keep their values. Works in place; returns what was done.
+
+    A small student trained from random embeddings knows only the words of its training set;
+    the teacher's table puts the dev set's unseen words near the training words they mean.
+    """
+    target = _table(student.encoder, "student")
+    source = np.asarray(jax.device_get(_table(teacher.encoder, "teacher")[...]), np.float32)
+    if teacher.tokenizer is None:
+        raise InvalidArgumentError("the teacher has no tokenizer: embedding transfer needs it")
+    current = np.array(jax.device_get(target[...]), np.float32)
+    size = min(student_tokenizer.get_vocab_size(), current.shape[0])
+    specials = set(student_tokenizer.get_added_tokens_decoder())
+    prefix = getattr(student_tokenizer.model, "continuing_subword_prefix", None) or ""
+    ids = [i for i in range(size) if i not in specials]
+    strings = []
+    for i in ids:
+        token = student_tokenizer.id_to_token(i) or ""
+        strings.append(token[len(prefix):] if prefix and token.startswith(prefix) else token)
+    unknown = teacher.tokenizer.token_to_id("[UNK]")
+    vectors, found = [], []
+    for i, encoding in zip(ids, teacher.tokenizer.encode_batch(strings, add_special_tokens=False)):
+        pieces = [j for j in encoding.ids if j != unknown and 0 <= j < source.shape[0]]
+        if pieces:
+            vectors.append(source[pieces].mean(0))
+            found.append(i)
+    if len(found) < 2:
+        raise InvalidArgumentError("the teacher's tokenizer knows fewer than 2 of the student's "
+                                   "tokens: nothing to transfer")
+    vectors = np.stack(vectors)
+    vectors -= vectors.mean(0)
+    width = current.shape[1]
+    k = min(width, *vectors.shape)
+    _, singular, basis = np.linalg.svd(vectors, full_matrices=False)
+    projected = np.zeros((len(found), width), np.float32)
+    projected[:, :k] = vectors @ basis[:k].T
+    scale = float(current.std()) / max(float(projected.std()), 1e-12)
+    current[found] = projected * scale
+    target[...] = jnp.asarray(current, target[...].dtype)
+    variance = singular ** 2
+    return {"tokens": len(found), "vocabulary": size, "components": k,
+            "explained_variance": round(float(variance[:k].sum() / variance.sum()), 4)}
 
 
 # ------------------------------------------------------------------------------ augmentation
@@ -355,33 +509,45 @@ def _prepare(model: ZooModel, train_cfg: TrainConfig, cfg: DistillConfig, show_p
     texts = list(dataset["train"]["sentence"])
     if len(texts) != len(data.train):
         raise AssertionError("the training sentences and the tokenised split differ")
-    kwargs = dict(batch_size=cfg.teacher_batch_size, show_progress=show_progress)
-    logits, info = cached_teacher_logits(teacher, texts, **kwargs)
+    kwargs = dict(batch_size=cfg.teacher_batch_size, show_progress=show_progress,
+                  features=cfg.hint > 0)
+    logits, features, info = cached_teacher_outputs(teacher, texts, **kwargs)
     rows, labels = data.train.token_rows(), data.train.labels
     has_label = np.ones(len(texts), np.float32)
     summary = {"teacher": cfg.teacher, "temperature": cfg.temperature, "alpha": cfg.alpha,
-               "augment": cfg.augment, "teacher_logits_seconds": info["seconds"],
-               "teacher_logits_cache": info["cache"]}
+               "augment": cfg.augment, "embeddings": cfg.embeddings, "hint": cfg.hint,
+               "teacher_logits_seconds": info["seconds"], "teacher_logits_cache": info["cache"]}
+    if cfg.embeddings == "teacher":
+        summary["embedding_transfer"] = transfer_embeddings(teacher, model, data.tokenizer)
     if cfg.augment:
         extra = augment(texts, cfg.augment, train_cfg.seed, p_mask=cfg.p_mask,
                         p_replace=cfg.p_replace, p_ngram=cfg.p_ngram, max_ngram=cfg.max_ngram,
                         min_words=cfg.min_words)
-        extra_logits, extra_info = cached_teacher_logits(teacher, extra, **kwargs)
+        extra_logits, extra_features, extra_info = cached_teacher_outputs(teacher, extra,
+                                                                          **kwargs)
         rows = rows + encode(data.tokenizer, extra, data.train.buckets[-1])
         labels = np.concatenate([labels, np.zeros(len(extra), np.int32)])
         logits = np.concatenate([logits, extra_logits])
+        if features is not None:
+            features = np.concatenate([features, extra_features])
         has_label = np.concatenate([has_label, np.zeros(len(extra), np.float32)])
         summary |= {"augment_logits_seconds": extra_info["seconds"],
                     "augment_logits_cache": extra_info["cache"]}
+    extras = {"teacher_logits": logits, "has_label": has_label}
+    if features is not None:
+        extras["teacher_hidden"], summary["hint_projection"] = hint_targets(
+            features, model.config.hidden_size)
+        del features
     # What the student is chasing: the teacher's own accuracy (dev logits are cached too).
     dev_logits, _ = cached_teacher_logits(teacher, list(dataset["validation"]["sentence"]),
-                                          **kwargs)
+                                          batch_size=cfg.teacher_batch_size,
+                                          show_progress=show_progress)
     summary |= {"transfer_examples": len(rows),
                 "teacher_train_accuracy": _accuracy(logits[:len(texts)], data.train.labels),
                 "teacher_dev_accuracy": _accuracy(dev_logits, data.dev_labels)}
     data.train = BucketBatcher(rows, labels, batch_size=train_cfg.batch_size,
                                buckets=data.train.buckets, pad_id=data.train.pad_id,
-                               extras={"teacher_logits": logits, "has_label": has_label})
+                               extras=extras)
     data.info = summary
     del teacher  # its parameters are not needed while the student trains
     return data
@@ -433,5 +599,5 @@ def distill_run(cfg: DistillConfig, out: str | Path, resume: bool = False,
                      overwrite=overwrite,
                      prepare=lambda model, train_cfg: _prepare(model, train_cfg, cfg,
                                                                show_progress),
-                     task=distill_task(cfg.temperature, cfg.alpha),
+                     task=distill_task(cfg.temperature, cfg.alpha, cfg.hint),
                      method={SECTION: cfg.settings()})

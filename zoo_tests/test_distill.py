@@ -1,6 +1,7 @@
 """Distillation: the loss, the teacher-logit cache, augmentation, a tiny run, the CLI."""
 
 import json
+import types
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -81,8 +82,8 @@ def test_cache_hit_and_invalidation(teacher_dir, tmp_path, monkeypatch):
     teacher = zoo.load(str(teacher_dir))
     texts = ["a gorgeous , witty film", "dull", "the plot is thin but the acting sings"] * 5
     calls = []
-    real = distill.compute_logits
-    monkeypatch.setattr(distill, "compute_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = distill.compute_outputs
+    monkeypatch.setattr(distill, "compute_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
     first, info1 = distill.cached_teacher_logits(teacher, texts, tmp_path, show_progress=False)
     second, info2 = distill.cached_teacher_logits(teacher, texts, tmp_path, show_progress=False)
     assert (info1["cache"], info2["cache"], len(calls)) == ("miss", "hit", 1)
@@ -149,6 +150,10 @@ def test_tiny_run_moves_the_student_toward_the_teacher(sst2_slice, teacher_dir, 
     (["--alpha", "1.5"], "--alpha must be"),
     (["--augment", "-1"], "--augment must be"),
     (["--augment", "1.5"], "invalid int value"),
+    (["--hint", "-1"], "--hint must be"),
+    (["--hint", "inf"], "--hint must be"),
+    (["--min-words", "-2"], "--min-words must be"),
+    (["--embeddings", "glove"], "invalid choice"),
 ])
 def test_cli_flags_are_validated(flags, message, tmp_path, capsys):
     try:
@@ -159,3 +164,112 @@ def test_cli_flags_are_validated(flags, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("error:")
     assert not (tmp_path / "o").exists()
+
+
+def test_hint_loss_and_targets_equal_numpy():
+    rng = np.random.default_rng(1)
+    student, targets = rng.normal(size=(5, 8)), rng.normal(size=(5, 6))
+    expected = ((student[:, :6] - targets) ** 2).mean(-1)  # a narrower target: first dims
+    np.testing.assert_allclose(np.asarray(distill.hint_loss(jnp.asarray(student),
+                                                            jnp.asarray(targets))),
+                               expected, rtol=1e-5)
+    # correlated features of very unequal scales -> uncorrelated components, mean variance 1
+    features = rng.normal(size=(400, 10)) @ rng.normal(size=(10, 10)) * 3.0 + 5.0
+    out, info = distill.hint_targets(features, 4)
+    assert out.shape == (400, 4) and out.dtype == np.float32 and info["components"] == 4
+    cov = np.cov(out, rowvar=False, bias=True)
+    assert np.trace(cov) / 4 == pytest.approx(1.0, rel=1e-4)
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0.0, atol=1e-4)
+    variances = np.diag(cov)
+    assert all(variances[:-1] >= variances[1:])  # the top components, in order
+    eig = np.sort(np.linalg.svd(features - features.mean(0), compute_uv=False) ** 2)[::-1]
+    assert info["explained_variance"] == pytest.approx(eig[:4].sum() / eig.sum(), abs=1e-4)
+    assert distill.hint_targets(features, 32)[0].shape == (400, 10)  # at most the teacher's width
+
+
+def test_teacher_features_are_cached_beside_the_logits(teacher_dir, tmp_path):
+    teacher = zoo.load(str(teacher_dir))
+    texts = ["a gorgeous , witty film", "dull", "the plot is thin but the acting sings"]
+    logits, info = distill.cached_teacher_logits(teacher, texts, tmp_path, show_progress=False)
+    # features asked for later: recomputed once (both files), then hit
+    first = distill.cached_teacher_outputs(teacher, texts, tmp_path, features=True,
+                                           show_progress=False)
+    second = distill.cached_teacher_outputs(teacher, texts, tmp_path, features=True,
+                                            show_progress=False)
+    assert (first[2]["cache"], second[2]["cache"]) == ("miss", "hit")
+    np.testing.assert_array_equal(first[0], logits)
+    assert second[1].dtype == np.float16 and second[1].shape == (3, teacher.config.hidden_size)
+    # the features are the encoder's final state at position 0, as an eager forward gives it
+    from zoo.text import encode
+
+    for row, ids in enumerate(encode(teacher.tokenizer, texts, 64)):
+        ids = np.asarray([ids], np.int32)
+        hidden = np.asarray(teacher.encoder(ids, np.ones_like(ids)))[0, 0]
+        np.testing.assert_allclose(second[1][row].astype(np.float32), hidden, rtol=2e-3,
+                                   atol=2e-3)
+
+
+def test_hinted_run_moves_the_student_state_toward_the_teacher(sst2_slice, teacher_dir,
+                                                                tmp_path):
+    train = TrainConfig(model="encoder-m2l-tiny", head="sst2", batch_size=16, max_steps=80,
+                        learning_rate=1e-2, eval_every=10, data_dir=str(sst2_slice), max_len=32)
+    cfg = DistillConfig(str(teacher_dir), train, alpha=0.9, hint=10.0)
+    run = tmp_path / "hinted"
+    summary = distill_run(cfg, run, show_progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    hint = [r["hint_loss"] for r in records if r["split"] == "train"]
+    assert np.mean(hint[-2:]) < 0.6 * hint[0], hint
+    assert summary["hint"] == 10.0 and summary["hint_projection"]["components"] == 32
+    assert zoo.load(str(run)).predict("a fine film")[0].label in ("negative", "positive")
+
+
+def test_transfer_embeddings_projects_the_teachers_table(sst2_slice, teacher_dir):
+    """Across vocabularies: each student token gets the mean teacher embedding of its teacher
+    pieces, projected on the top principal components (checked through inner products, which
+    do not depend on the components' signs) and scaled to the student table's spread."""
+    import dataclasses
+
+    from zoo.data import load_sst2
+    from zoo.registry import get_encoder
+    from zoo.text import SUBWORD_PREFIX, train_tokenizer
+
+    teacher = zoo.load(str(teacher_dir))
+    texts = list(load_sst2(sst2_slice)["train"]["sentence"])
+    tokenizer = train_tokenizer(texts[::-1] + ["zqxj"], 200)  # another vocabulary
+    config = dataclasses.replace(get_encoder("encoder-m2l-tiny").config, d_model=16)
+    student = zoo.build_model("encoder-m2l-tiny", "sst2", seed=3, config=config)
+    before = np.asarray(student.encoder.token_embeddings()[...]).copy()
+    info = distill.transfer_embeddings(teacher, student, tokenizer)
+    after = np.asarray(student.encoder.token_embeddings()[...])
+
+    table = np.asarray(teacher.encoder.token_embeddings()[...])
+    unknown = teacher.tokenizer.token_to_id("[UNK]")
+    specials = set(tokenizer.get_added_tokens_decoder())
+    found, vectors = [], []
+    for i in range(tokenizer.get_vocab_size()):
+        if i in specials:
+            continue
+        token = tokenizer.id_to_token(i).removeprefix(SUBWORD_PREFIX)
+        pieces = [j for j in teacher.tokenizer.encode(token, add_special_tokens=False).ids
+                  if j != unknown]
+        if pieces:
+            found.append(i)
+            vectors.append(table[pieces].mean(0))
+    assert (info["tokens"], info["components"]) == (len(found), 16) and len(found) > 50
+    untouched = [i for i in range(before.shape[0]) if i not in found]
+    np.testing.assert_array_equal(after[untouched], before[untouched])  # specials, [UNK]-only
+    assert 0 < len(specials) <= len(untouched)
+    x = np.stack(vectors).astype(np.float64)
+    x -= x.mean(0)
+    values, vecs = np.linalg.eigh(x.T @ x)
+    top = vecs[:, np.argsort(values)[::-1][:16]]
+    y = after[found].astype(np.float64)
+    assert y.std() == pytest.approx(before.std(), rel=1e-4)
+    scale = y.std() / (x @ top).std()
+    np.testing.assert_allclose(y @ y.T, scale ** 2 * (x @ top) @ (x @ top).T, atol=1e-5)
+    assert info["explained_variance"] == pytest.approx(values[-16:].sum() / values.sum(),
+                                                       abs=1e-4)
+    # the student still runs, and a family without the table is refused in one line
+    assert np.isfinite(np.asarray(student(np.array([[2, 7, 3]]), np.ones((1, 3), np.int32)))).all()
+    with pytest.raises(InvalidArgumentError, match="token_embeddings"):
+        distill.transfer_embeddings(teacher, types.SimpleNamespace(encoder=object()), tokenizer)

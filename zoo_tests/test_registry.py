@@ -54,6 +54,28 @@ def test_encoder_forward_and_jit(encoder):
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(logits), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_token_embeddings_is_the_lookup_table(encoder):
+    """``encoder.token_embeddings()`` (what embedding transfer writes) is the table the
+    forward pass reads: changing one token's row changes only the rows holding that token."""
+    model = _model(encoder)
+    table = model.encoder.token_embeddings()
+    assert isinstance(table, nnx.Param) and table[...].shape[0] == model.config.vocab_size
+    ids, mask = _batch(model.config.vocab_size)
+    token = int(ids[0, 1])
+    holds = np.asarray(jnp.any((ids == token) & (mask > 0), axis=1))
+    before = np.asarray(_hidden(encoder))
+    saved = table[...]
+    try:
+        # not a constant shift: a LayerNorm over the embedding would remove it
+        table[...] = saved.at[token].add(jnp.linspace(-1.0, 1.0, saved.shape[1]))
+        after = np.asarray(model.encoder(ids, mask))
+    finally:
+        table[...] = saved
+    changed = np.abs(after - before).reshape(3, -1).max(1) > 1e-4
+    assert changed[0] and list(changed) == list(holds)
+
+
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_every_head_fits_every_encoder(encoder, head):

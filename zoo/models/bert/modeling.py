@@ -211,6 +211,11 @@ class BertEncoder(nnx.Module):
         self.embeddings = Embeddings(config, rngs=rngs)
         self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_layers)])
 
+    def token_embeddings(self) -> nnx.Param:
+        """The (vocab_size, embedding_size) word-embedding table (read and written by
+        ``zoo.distill.transfer_embeddings``)."""
+        return self.embeddings.word.embedding
+
     def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None):
         length = input_ids.shape[-1]
         if length > self.config.max_position_embeddings:

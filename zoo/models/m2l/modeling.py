@@ -179,6 +179,11 @@ class M2LEncoder(nnx.Module):
         self.dropout = Dropout(config.dropout)
         self.blocks = nnx.List([EncoderBlock(config, rngs=rngs) for _ in range(config.num_layers)])
 
+    def token_embeddings(self) -> nnx.Param:
+        """The (vocab_size, d_model) token-embedding table (read and written by
+        ``zoo.distill.transfer_embeddings``)."""
+        return self.embed.embedding
+
     def embeddings(self, input_ids: jax.Array) -> jax.Array:
         """Scaled token embeddings plus positions, (B, S, d_model), before dropout."""
         length = input_ids.shape[-1]
