@@ -1,6 +1,6 @@
 """Sessions: `nox -s tests` (the suite), `nox -s sst2` (the main experiment), `nox -s bench`,
 `nox -s bench_bert` (the zoo against PyTorch + transformers), `nox -s sharding` (sharded steps on
-simulated devices against one device)."""
+simulated devices against one device), `nox -s distill_trials` (student recipes, one table)."""
 
 import os
 from pathlib import Path
@@ -60,3 +60,13 @@ def sharding(session):
     session.install(".")
     session.run("python", "-m", "benchmarks.sharding_check", "--out",
                 "benchmarks/results/sharding-cpu-8-simulated.md", *session.posargs, env=_env())
+
+
+@nox.session
+def distill_trials(session):
+    """Distillation recipes into encoder-m2l-mini, dev accuracy by sentence length (needs the
+    teacher run of `nox -s sst2`, runs/sst2/minilm; `-- --only t3,h1` for some)."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.distill_trials", "--teacher", "runs/sst2/minilm",
+                "--out", "runs/distill-trials", "--table",
+                "benchmarks/results/distill-trials-cpu.md", *session.posargs, env=_env())

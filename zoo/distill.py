@@ -64,6 +64,7 @@ class DistillConfig:
     p_ngram: float = 0.25  # per sentence: cut to a random n-gram, n in 1..max_ngram
     max_ngram: int = 5
     min_words: int = 0  # augment only sentences of at least this many words (dev's are long)
+    augment_seed: int | None = None  # the augmentation's seed (None: the student's --seed)
     embeddings: str = "random"  # the student's token embeddings: "random" or "teacher"
     hint: float = 0.0  # weight of the hidden-state loss: student [CLS] vs the teacher's (PCA)
     teacher_batch_size: int = 64
@@ -101,6 +102,8 @@ class DistillConfig:
                 bad(name, "an integer >= 1", getattr(self, name))
         if self.embeddings not in EMBEDDINGS:
             bad("--embeddings", f"one of {', '.join(EMBEDDINGS)}", self.embeddings)
+        if self.augment_seed is not None and not _is_int(self.augment_seed):
+            bad("augment_seed", "an integer", self.augment_seed)
         if not (_is_int(self.min_words) and self.min_words >= 0):
             bad("--min-words", "an integer >= 0", self.min_words)
         self.train.validated()
@@ -520,7 +523,8 @@ def _prepare(model: ZooModel, train_cfg: TrainConfig, cfg: DistillConfig, show_p
     if cfg.embeddings == "teacher":
         summary["embedding_transfer"] = transfer_embeddings(teacher, model, data.tokenizer)
     if cfg.augment:
-        extra = augment(texts, cfg.augment, train_cfg.seed, p_mask=cfg.p_mask,
+        seed = train_cfg.seed if cfg.augment_seed is None else cfg.augment_seed
+        extra = augment(texts, cfg.augment, seed, p_mask=cfg.p_mask,
                         p_replace=cfg.p_replace, p_ngram=cfg.p_ngram, max_ngram=cfg.max_ngram,
                         min_words=cfg.min_words)
         extra_logits, extra_features, extra_info = cached_teacher_outputs(teacher, extra,

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         summary = distill(name, teacher, augment)
         note = (f"teacher logits {summary.get('teacher_logits_seconds')} s "
-                f"({'cached' if summary.get('teacher_cache_hit') else 'computed'})")
+                f"({'cached' if summary.get('teacher_logits_cache') == 'hit' else 'computed'})")
         if augment:
             note += f", transfer set x{augment + 1}"
         rows.append(_row(f"M2L mini distilled from the teacher"

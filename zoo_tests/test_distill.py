@@ -273,3 +273,13 @@ def test_transfer_embeddings_projects_the_teachers_table(sst2_slice, teacher_dir
     assert np.isfinite(np.asarray(student(np.array([[2, 7, 3]]), np.ones((1, 3), np.int32)))).all()
     with pytest.raises(InvalidArgumentError, match="token_embeddings"):
         distill.transfer_embeddings(teacher, types.SimpleNamespace(encoder=object()), tokenizer)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(augment_seed=1.5), "augment_seed must be an integer"),
+    (dict(embeddings="glove"), "--embeddings must be one of random, teacher"),
+    (dict(hint=float("nan")), "--hint must be"),
+])
+def test_python_config_is_validated(fields, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        DistillConfig("runs/teacher", **fields).validated()
