@@ -42,8 +42,9 @@ RECIPES: dict[str, tuple[str, dict, dict]] = {
                  embeddings="teacher"), dict(epochs=1.4)),
     "v1": ("t3 with an 8,000-token student vocabulary (more shared subwords)",
            dict(temperature=2.0, alpha=0.9, augment=2), dict(epochs=0.75, vocab_size=8000)),
-    "v2": ("t3 with a 4,000-token student vocabulary",
-           dict(temperature=2.0, alpha=0.9, augment=2), dict(epochs=0.75, vocab_size=4000)),
+    "ve1": ("v1 + embeddings from the teacher",
+            dict(temperature=2.0, alpha=0.9, augment=2, embeddings="teacher"),
+            dict(epochs=0.75, vocab_size=8000)),
     "m1": ("t3 with the 6-block encoder-m2l-small as student (not the issue's model)",
            dict(temperature=2.0, alpha=0.9, augment=2),
            dict(epochs=0.75, model="encoder-m2l-small")),
@@ -136,73 +137,6 @@ def main(argv: list[str] | None = None) -> int:
                      "best dev (mean)": round(float(np.mean(best)), 4), **means})
     columns = ["trial", "what", "steps", "train s", "predict /s", "best dev (each seed)",
                "best dev (mean)", "all", *(_group(low, high) for low, high in LENGTHS)]
-    words = np.array([len(t.split()) for t in texts])
-    out = {"all": round(float(correct.mean()), 4)}
-    for low, high in LENGTHS:
-        pick = (words >= low) & (words < (high or 10**9))
-        out[_group(low, high)] = round(float(correct[pick].mean()), 4) if pick.any() else None
-    return out
-
-
-def _group(low: int, high: int | None) -> str:
-    return f"{low}-{high - 1} words" if high else f"{low}+ words"
-
-
-def main(argv: list[str] | None = None) -> int:
-    import zoo
-    from zoo.data import load_sst2
-    from zoo.distill import DEFAULT_STUDENT, DistillConfig, distill_run
-    from zoo.experiment import predict_speed
-    from zoo.train import TrainConfig
-
-    from benchmarks.bert_bench import machine
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", required=True, help="fine-tuned teacher run or model dir")
-    parser.add_argument("--out", default="runs/distill-trials")
-    parser.add_argument("--only", help=f"comma-separated recipes of {', '.join(RECIPES)}")
-    parser.add_argument("--data-dir", default=os.environ.get("ZOO_SST2_DIR"))
-    parser.add_argument("--table", help="also write the markdown table to this file")
-    parser.add_argument("--seeds", default="0",
-                        help="student seeds per recipe, comma-separated (default 0); the "
-                             "augmented transfer set stays that of seed 0, so its teacher "
-                             "outputs are computed once")
-    args = parser.parse_args(argv)
-    if not Path(args.teacher).is_dir():
-        parser.error(f"--teacher {args.teacher}: no such run or model directory (the SST-2 job "
-                     "makes one: `nox -s sst2 -- --only minilm` writes runs/sst2/minilm)")
-    names = args.only.split(",") if args.only else list(RECIPES)
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        parser.error(f"--only: unknown recipe(s) {', '.join(unknown)}; "
-                     f"known: {', '.join(RECIPES)}")
-
-    dataset = load_sst2(args.data_dir)
-    texts = list(dataset["validation"]["sentence"])
-    labels = np.asarray(dataset["validation"]["label"])
-    out = Path(args.out)
-    started = time.perf_counter()
-    rows = [{"trial": "teacher", "what": f"{Path(args.teacher).name} (fine-tuned)",
-             **by_length(zoo.load(args.teacher), texts, labels)}]
-    for name in names:
-        what, distill_fields, train_fields = RECIPES[name]
-        run_dir = out / name
-        summary_path = run_dir / "summary.json"
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
-        else:
-            train = TrainConfig(**DEFAULT_STUDENT | {"data_dir": args.data_dir,
-                                                     "time_limit": TIME_LIMIT} | train_fields)
-            cfg = DistillConfig(teacher=args.teacher, train=train, **distill_fields)
-            print(f"\n== {name}: {what}", flush=True)
-            summary = distill_run(cfg, run_dir, overwrite=True)
-        rows.append({"trial": name, "what": what, "steps": summary.get("steps"),
-                     "train s": summary.get("train_seconds"),
-                     "best dev": round(summary.get("best_dev_accuracy", float("nan")), 4),
-                     "predict /s": round(predict_speed(run_dir, texts)),
-                     **by_length(zoo.load(str(run_dir)), texts, labels)})
-    columns = ["trial", "what", "steps", "train s", "best dev", "predict /s", "all",
-               *(_group(low, high) for low, high in LENGTHS)]
     words = np.array([len(t.split()) for t in texts])
     counts = ", ".join(f"{_group(low, high)}: {int(((words >= low) & (words < (high or 10**9))).sum())}"
                        for low, high in LENGTHS)

@@ -407,8 +407,9 @@ def transfer_embeddings(teacher: ZooModel, student: ZooModel, student_tokenizer)
     so the rest of its initialisation still fits. Special tokens, and tokens the teacher only
     knows as its unknown token, keep their values. Works in place; returns what was done.
 
-    A small student trained from random embeddings knows only the words of its training set;
-    the teacher's table puts the dev set's unseen words near the training words they mean.
+    A student trained from random embeddings learns a token only from the training sentences
+    that hold it; the teacher's table starts rare tokens (and the pieces unseen words split
+    into) near the tokens they mean.
     """
     target = _table(student.encoder, "student")
     source = np.asarray(jax.device_get(_table(teacher.encoder, "teacher")[...]), np.float32)
