@@ -1,7 +1,8 @@
 """Distillation trials: named student recipes, one table with dev accuracy by sentence length.
 
     python -m benchmarks.distill_trials --teacher runs/sst2/minilm --out runs/distill-trials \
-        [--only t3,h1] [--data-dir ../shared/data/SST-2] [--table FILE.md]
+        [--only t3,h1] [--seeds 0,1,2] [--append] [--data-dir ../shared/data/SST-2] \
+        [--table FILE.md]
 
 Each recipe is one ``zoo.distill.distill_run`` (a finished trial folder is reused, so the
 table can be rebuilt or extended one trial at a time); the teacher's logits and features are
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="student seeds per recipe, comma-separated (default 0); the "
                              "augmented transfer set stays that of seed 0, so its teacher "
                              "outputs are computed once")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other recipes' rows of OUT/trials.json in the table "
+                             "(e.g. some recipes with 3 seeds, others with 1)")
     args = parser.parse_args(argv)
     if not Path(args.teacher).is_dir():
         parser.error(f"--teacher {args.teacher}: no such run or model directory (the SST-2 job "
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    trained = 0
     for name in names:
         what, distill_fields, train_fields = RECIPES[name]
         best, groups, last = [], [], {}
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                     **distill_fields)
                 print(f"\n== {name}, seed {seed}: {what}", flush=True)
                 summary = distill_run(cfg, run_dir, overwrite=True)
+                trained += 1
             best.append(summary.get("best_dev_accuracy", float("nan")))
             groups.append(by_length(zoo.load(str(run_dir)), texts, labels))
             if not last:
@@ -135,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"trial": name, "what": what, **last, "seeds": len(seeds),
                      "best dev (each seed)": " / ".join(f"{b:.4f}" for b in best),
                      "best dev (mean)": round(float(np.mean(best)), 4), **means})
+    previous = out / "trials.json"
+    if args.append and previous.is_file():
+        kept = {r["trial"]: r for r in json.loads(previous.read_text())["rows"]}
+        kept.update({r["trial"]: r for r in rows})
+        rows = [kept["teacher"]] + [kept[n] for n in RECIPES if n in kept]
     columns = ["trial", "what", "steps", "train s", "predict /s", "best dev (each seed)",
                "best dev (mean)", "all", *(_group(low, high) for low, high in LENGTHS)]
     words = np.array([len(t.split()) for t in texts])
@@ -143,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     lines = [f"Distillation trials on {info['cpu']} ({info['usable_cores']} usable cores), "
              f"load average at start {info['loadavg_start'][0]:.1f}; "
-             f"{time.perf_counter() - started:.0f} s in all.", "",
+             f"this invocation {time.perf_counter() - started:.0f} s, {trained} trial(s) trained "
+             "(finished trial folders are reused).", "",
              f"Dev sentences per group: {counts}. Steps, train s and predict /s are the first "
              "seed's ('predict /s': dev sentences per second through `predict`, batch 64, "
              "median of 3); 'all' and the length groups are the exported (best) models' dev "
