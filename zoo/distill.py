@@ -253,12 +253,20 @@ def cache_path(teacher: ZooModel, texts: Sequence[str], cache_dir: str | Path | 
                kind: str = "logits") -> Path:
     """Where ``teacher``'s ``kind`` ("logits" or "features") over ``texts`` are cached (under
     ``cache_root()/distill``)."""
+    return _cache_paths(teacher, texts, cache_dir)[kind]
+
+
+def _cache_paths(teacher: ZooModel, texts: Sequence[str], cache_dir: str | Path | None
+                 ) -> dict[str, Path]:
+    """{"logits": path, "features": path}: one fingerprint of the teacher (it hashes every
+    parameter) for both files."""
     from zoo.hub import cache_root
 
     key = hashlib.sha256(f"v{CACHE_VERSION}:{teacher_fingerprint(teacher)}:"
                          f"{_texts_digest(texts)}".encode()).hexdigest()[:32]
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "distill"
-    return root / f"teacher-{kind}-v{CACHE_VERSION}-{key}.npy"
+    return {kind: root / f"teacher-{kind}-v{CACHE_VERSION}-{key}.npy"
+            for kind in ("logits", "features")}
 
 
 def _load_cached(path: Path, shape: tuple[int, int], dtype) -> np.ndarray | None:
@@ -348,19 +356,20 @@ def cached_teacher_outputs(teacher: ZooModel, texts: Sequence[str],
 
     started = time.perf_counter()
     texts = list(texts)
-    path = cache_path(teacher, texts, cache_dir)
+    paths = _cache_paths(teacher, texts, cache_dir)
+    path = paths["logits"]
     logits = _load_cached(path, (len(texts), teacher.info.num_classes), np.float32)
     hidden = None
     if features:
-        hidden = _load_cached(cache_path(teacher, texts, cache_dir, "features"),
-                              (len(texts), teacher.config.hidden_size), np.float16)
+        hidden = _load_cached(paths["features"], (len(texts), teacher.config.hidden_size),
+                              np.float16)
     hit = logits is not None and (hidden is not None or not features)
     if not hit:
         logits, hidden = compute_outputs(teacher, texts, batch_size, show_progress)
         hidden = hidden.astype(np.float16) if features else None
         for kind, array in (("logits", logits), ("features", hidden)):
             if array is not None:
-                with atomic_file(cache_path(teacher, texts, cache_dir, kind)) as tmp, \
+                with atomic_file(paths[kind]) as tmp, \
                         open(tmp, "wb") as handle:
                     np.save(handle, array)
     return logits, hidden, {"cache": "hit" if hit else "miss", "examples": len(texts),
