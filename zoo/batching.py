@@ -34,10 +34,11 @@ class Batch:
 
     input_ids: np.ndarray       # (B, L) int32
     attention_mask: np.ndarray  # (B, L) int32, 1 = real token
-    labels: np.ndarray          # (B,) int32, 0 on filler rows
+    labels: np.ndarray          # (B,) int32 / float32, 0 on filler rows; (B, L) per token
     weights: np.ndarray         # (B,) float32, 1 real / 0 filler
     indices: np.ndarray         # (B,) int64, example index or -1 for filler
-    # Per-example side inputs (e.g. a teacher's logits), rows gathered like labels; 0 on filler.
+    # Per-example side inputs (e.g. a teacher's logits), rows gathered like labels; 0 on filler;
+    # and per-token ones (token_type_ids), (B, L) padded like input_ids.
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -57,7 +58,11 @@ class BucketBatcher:
         buckets: Sequence[int],
         pad_id: int = 0,
         extras: Mapping[str, np.ndarray] | None = None,
+        token_fields: Mapping[str, tuple[Sequence[Sequence[int]], int]] | None = None,
     ) -> None:
+        """``labels``: one number per example (class id or score), or None. ``token_fields``:
+        name -> (one value per token of each example, pad value), e.g. ``token_type_ids``
+        (pad 0) or per-token ``labels`` (pad ``IGNORE``), padded like the ids."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size
@@ -81,9 +86,23 @@ class BucketBatcher:
         if labels is None:
             self.labels = np.zeros(len(rows), np.int32)
         else:
-            self.labels = np.asarray(_as_list(labels), dtype=np.int32)
+            self.labels = np.asarray(_as_list(labels))
+            self.labels = self.labels.astype(
+                np.float32 if np.issubdtype(self.labels.dtype, np.floating) else np.int32)
             if self.labels.shape != (len(rows),):
                 raise ValueError(f"{len(self.labels)} labels for {len(rows)} examples")
+        self.token_fields = {}
+        for name, (values, pad) in (token_fields or {}).items():
+            value_rows = _as_list(values)
+            lengths = np.fromiter(map(len, value_rows), np.int64, count=len(value_rows))
+            if lengths.shape != self.lengths.shape or (lengths != self.lengths).any():
+                raise ValueError(f"token field {name!r}: its rows do not match the token ids "
+                                 "in number or length")
+            flat = np.fromiter(itertools.chain.from_iterable(value_rows), np.int32,
+                               count=int(lengths.sum()))
+            self.token_fields[name] = (flat, int(pad))
+        if "labels" in self.token_fields and labels is not None:
+            raise ValueError("labels given both per example and per token")
         self.extras = {name: np.asarray(values) for name, values in (extras or {}).items()}
         for name, values in self.extras.items():
             if values.ndim < 1 or values.shape[0] != len(rows):
@@ -93,9 +112,11 @@ class BucketBatcher:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def token_rows(self) -> list[np.ndarray]:
-        """Each example's token ids (views of the flat array): to build a batcher over more."""
-        return [self._flat[a:b] for a, b in zip(self._offsets[:-1], self._offsets[1:])]
+    def token_rows(self, field: str | None = None) -> list[np.ndarray]:
+        """Each example's token ids, or its values of a token ``field`` (views of the flat
+        arrays): to build a batcher over more."""
+        flat = self._flat if field is None else self.token_fields[field][0]
+        return [flat[a:b] for a, b in zip(self._offsets[:-1], self._offsets[1:])]
 
     def id_range(self) -> tuple[int, int]:
         """(smallest, largest) token id over all examples; (0, 0) when there are none."""
@@ -149,14 +170,22 @@ class BucketBatcher:
         size, n = full_indices.size, real.size
         token_rows = [self._flat[self._offsets[i]:self._offsets[i + 1]] for i in real]
         input_ids, attention_mask = _pad_rows(token_rows, size, length, self.pad_id)
-        labels = np.zeros(size, np.int32)
+        labels = np.zeros(size, self.labels.dtype)
         labels[:n] = self.labels[real]
+        per_token = {}
+        for name, (flat, pad) in self.token_fields.items():
+            per_token[name] = np.full((size, length), pad, np.int32)
+            for r, i in enumerate(real):
+                per_token[name][r, :self.lengths[i]] = flat[self._offsets[i]:self._offsets[i + 1]]
+        if "labels" in per_token:
+            labels = per_token.pop("labels")
         weights = np.zeros(size, np.float32)
         weights[:n] = 1.0
         extras = {}
         for name, values in self.extras.items():
             extras[name] = np.zeros((size, *values.shape[1:]), values.dtype)
             extras[name][:n] = values[real]
+        extras |= per_token
         return Batch(input_ids, attention_mask, labels, weights, full_indices, extras)
 
     def padding_fraction(self, plan: Sequence[np.ndarray]) -> float:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -137,19 +137,29 @@ def file_checksums(root: Path) -> dict[str, str]:
     return sums
 
 
-def verify_checksums(root: Path, recorded: Mapping[str, str], *, what: str) -> None:
-    """Fail with one line naming the first file that is missing, extra or altered."""
+def verify_checksums(root: Path, recorded: Mapping[str, str], *, what: str,
+                     ignore: Collection[str] = (), remedy: str | None = None) -> None:
+    """Fail with one line naming the first file that is missing, extra or altered.
+
+    The one comparison of recorded and found checksums, for model directories and for the
+    trainer's checkpoint steps alike. ``what`` names ``root`` in the message ("the model
+    directory ..."); ``ignore``: files under ``root`` the record does not cover (the record
+    itself); ``remedy``: the advice that ends the message of an extra or altered file.
+    """
+    remedy = remedy or f"restore it or re-create {what}"
     found = file_checksums(root)
+    for name in ignore:
+        found.pop(name, None)
     for name in sorted(set(recorded) | set(found)):
         if name not in found:
             raise IntegrityError(f"{root / name}: missing ({what} is incomplete)")
         if name not in recorded:
-            raise IntegrityError(f"{root / name}: not part of {what} (unexpected file)")
+            raise IntegrityError(f"{root / name}: not part of {what} (unexpected file), {what} "
+                                 f"is corrupted; {remedy}")
         if found[name] != recorded[name]:
             raise IntegrityError(
                 f"{root / name}: checksum mismatch, the file is corrupted (sha256 "
-                f"{found[name][:12]}..., recorded {recorded[name][:12]}...); restore it or "
-                f"re-create {what}")
+                f"{found[name][:12]}..., recorded {recorded[name][:12]}...); {remedy}")
 
 
 def _replaceable_model_dir(path: Path) -> bool:
@@ -275,10 +285,13 @@ def validate_manifest(manifest: Any, path: Path | str) -> None:
     heads = manifest.get("heads", {})
     if not isinstance(heads, dict):
         bad("'heads' must be a JSON object {name: {kind, ...}}")
+    from zoo.tasks import get_task, task_names
+
+    kinds = task_names()
     for name, meta in heads.items():
-        if not isinstance(meta, dict) or meta.get("kind") not in ("mlm", "classification"):
-            bad(f"heads.{name}: expected {{\"kind\": \"mlm\" | \"classification\", ...}}")
-        if meta["kind"] == "classification":
+        if not isinstance(meta, dict) or meta.get("kind") not in kinds:
+            bad(f"heads.{name}: expected {{\"kind\": {' | '.join(map(repr, kinds))}, ...}}")
+        if get_task(meta["kind"]).has_classes:
             n = meta.get("num_classes")
             if isinstance(n, bool) or not isinstance(n, int) or n < 2:
                 bad(f"heads.{name}.num_classes must be an integer >= 2, got {n!r}")

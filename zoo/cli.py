@@ -7,6 +7,7 @@ with one line on stderr and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,21 +23,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str | None,
-                       epochs: float, lr: float) -> None:
+                       epochs: float, lr: float, with_head: bool = True) -> None:
     from zoo.train import TrainConfig
 
     defaults = TrainConfig()
     parser.add_argument("--model", default=model, help="registered encoder (zoo list)")
-    if head is not None:
-        parser.add_argument("--head", default=head, help="registered head (zoo list)")
+    if with_head:
+        parser.add_argument("--head", default=head, help="registered head (zoo list; default: "
+                            "the task's: classifier, regressor or token-classifier)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--pretrained", action="store_true",
                        help="start from the encoder's published (or stored) weights")
     group.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                        help="start from a random initialisation (default)")
     parser.add_argument("--weights", help="start from this model directory or run")
-    parser.add_argument("--data-dir", help="SST-2 in GLUE's layout (default: $ZOO_SST2_DIR, "
-                        "else the HuggingFace hub)")
+    parser.add_argument("--data-dir", help="the GLUE task's folder in GLUE's layout (default: "
+                        "$ZOO_GLUE_DIR/<TASK>, for SST-2 also $ZOO_SST2_DIR, else the hub)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out exactly where it stopped")
@@ -71,6 +73,22 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
                         "from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (or "
                         "SLURM / Cloud TPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    """The labelled data: a GLUE task, your own files, or a hub dataset (zoo.dataset)."""
+    group = parser.add_argument_group("data (default: GLUE SST-2)")
+    group.add_argument("--dataset", help="glue/TASK (sst2, mrpc, stsb, rte, qnli, mnli, qqp, "
+                       "cola, wnli) or hf:NAME[/CONFIG] (a hub dataset)")
+    group.add_argument("--train-file", help="your training data: .csv, .tsv, .jsonl/.json, "
+                       ".parquet, or a CoNLL token file (.txt/.conll: token ... TAG lines)")
+    group.add_argument("--validation-file", help="your dev data (same format)")
+    group.add_argument("--test-file", help="labelled: scored at the end (summary test_*)")
+    group.add_argument("--text-column", help="the text column (default: text)")
+    group.add_argument("--text-pair-column", help="the second text of a pair task")
+    group.add_argument("--label-column", help="the label column (default: label)")
+    group.add_argument("--task", help="classification, regression or token-classification "
+                       "(default: inferred from the labels)")
 
 
 def _config(args, **extra):
@@ -129,7 +147,10 @@ def cmd_distill(args) -> int:
     flags = {"model": args.student, "epochs": args.epochs, "max_steps": args.max_steps,
              "time_limit": args.time_limit, "learning_rate": args.lr,
              "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
-             "data_dir": args.data_dir, "mesh": args.mesh, "precision": args.precision}
+             "data_dir": args.data_dir, "mesh": args.mesh, "precision": args.precision,
+             **{k: getattr(args, k) for k in ("dataset", "train_file", "validation_file",
+                                              "test_file", "text_column", "text_pair_column",
+                                              "label_column", "task")}}
     train = TrainConfig(**DEFAULT_STUDENT | {k: v for k, v in flags.items() if v is not None})
     settings = {"temperature": args.temperature, "alpha": args.alpha, "augment": args.augment,
                 "embeddings": args.embeddings, "hint": args.hint,
@@ -145,30 +166,58 @@ def cmd_distill(args) -> int:
 def cmd_evaluate(args) -> int:
     from zoo.run import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run, args.data_dir), indent=2))
+    result = evaluate_run(args.run, args.data_dir, args.data_file)
+    metrics = {k: v for k, v in result.items() if not k.startswith("dev_")}
+    if args.json:  # one object: the task's metric names (accuracy, f1, spearman, loss...)
+        print(json.dumps(metrics, allow_nan=False))
+        return 0
+    if args.data_file is None:
+        print(json.dumps(result, indent=2))
+        return 0
+    _print_table([{"metric": k, "value": f"{v:.4f}"} for k, v in metrics.items()],
+                 ["metric", "value"])
     return 0
+
+
+def _prediction_json(p) -> str:
+    """One prediction as a JSON line (allow_nan=False: never print NaN, which is not JSON)."""
+    fields = dataclasses.asdict(p)
+    fields.pop("probabilities", None)  # the label's probability is enough on a line
+    return json.dumps(fields, allow_nan=False, ensure_ascii=False)
 
 
 def cmd_predict(args) -> int:
     import zoo
 
     from zoo.errors import InvalidArgumentError
+    from zoo.run import model_config, predict_file
 
-    for i, text in enumerate(args.texts, start=1):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as surrogates
-            raise InvalidArgumentError(f"text argument {i} is not valid UTF-8") from None
-    texts = list(args.texts) or _stdin_lines()
-    if not texts:
-        raise InvalidArgumentError("no text given: pass texts as arguments or lines on stdin")
-    model = zoo.load(args.run)
-    for p in model.predict(texts):
-        if args.json:  # allow_nan=False: never print NaN, which is not JSON
-            print(json.dumps({"text": p.text, "label": p.label, "probability": p.probability},
-                             allow_nan=False))
-        else:
-            print(f"{p.label}\t{p.probability:.4f}\t{p.text}")
+    if args.file is not None:
+        if args.texts:
+            raise InvalidArgumentError("give texts or --file, not both")
+        _, predictions = predict_file(args.run, args.file)
+    else:
+        for i, text in enumerate(args.texts, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as surrogates
+                raise InvalidArgumentError(f"text argument {i} is not valid UTF-8") from None
+        texts = list(args.texts) or _stdin_lines()
+        if not texts:
+            raise InvalidArgumentError("no text given: pass texts as arguments, lines on stdin "
+                                       "or --file")
+        model = zoo.load(args.run)
+        run = Path(args.run).expanduser()
+        if model_config(run, model).text_pair_column is not None:  # a pair: "text<TAB>pair"
+            pairs = [tuple(t.split("\t", 1)) for t in texts]
+            bad = next((i for i, p in enumerate(pairs, start=1) if len(p) != 2), None)
+            if bad is not None:
+                raise InvalidArgumentError(f"text {bad}: this model reads pairs; give "
+                                           "'TEXT<TAB>PAIR'")
+            texts = pairs
+        predictions = model.predict(texts)
+    for p in predictions:
+        print(_prediction_json(p) if args.json else p.row())
     return 0
 
 
@@ -212,26 +261,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. '*v1'")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="fine-tune a registered head on SST-2")
-    _add_training_args(p, model="encoder-m2l-small", head="sst2", epochs=3.0, lr=1e-3)
+    p = sub.add_parser("train", help="fine-tune on any labelled dataset (default GLUE SST-2)")
+    _add_training_args(p, model="encoder-m2l-small", head=None, epochs=3.0, lr=1e-3)
+    _add_data_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pretrain", help="masked-LM pre-training on SST-2 sentences or a text file")
-    _add_training_args(p, model="encoder-m2l-small", head=None, epochs=3.0, lr=1e-3)
+    _add_training_args(p, model="encoder-m2l-small", head=None, epochs=3.0, lr=1e-3,
+                       with_head=False)
     p.add_argument("--text-file", help="one sentence per line, read into memory (default: "
                    "SST-2 train sentences)")
     p.add_argument("--stream", help="a corpus larger than memory, streamed: a text file (one "
                    "example per line) or hf:NAME[/CONFIG]:SPLIT[:COLUMN] (a hub dataset)")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("evaluate", help="re-evaluate a run on the dev split")
+    p = sub.add_parser("evaluate", help="score a run on its dev split or on a labelled file")
     p.add_argument("run")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="the GLUE task's folder (dev split re-evaluated)")
+    p.add_argument("--data-file", help="any labelled file in the run's dataset format (the "
+                   "same columns or layout as training)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object of the task's metrics (accuracy, f1, mcc, pearson, "
+                        "spearman, precision, recall, loss)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label and probability per text (or per stdin line)")
     p.add_argument("run", help="a run directory or model directory")
-    p.add_argument("texts", nargs="*")
+    p.add_argument("texts", nargs="*", help="texts (a pair model: TEXT<TAB>PAIR), else stdin "
+                   "lines")
+    p.add_argument("--file", help="a file in the run's dataset format (its text columns)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_predict)
 
@@ -263,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--lr", float), ("--batch-size", int), ("--eval-every", int),
                        ("--seed", int)):
         p.add_argument(flag, type=kind)
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="the GLUE task's folder")
+    _add_data_args(p)
     p.add_argument("--mesh", help="device mesh of the student's training, data=N[,model=M]")
     p.add_argument("--precision", choices=["float32", "bf16"],
                    help="the student's compute precision (default float32)")

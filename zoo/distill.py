@@ -40,9 +40,11 @@ CACHE_VERSION = 1  # bump when teacher_logits' output changes: old cache entries
 MASK_TOKEN = "[MASK]"  # every zoo tokenizer (and BERT's) knows it as a special token
 SECTION = "distill"  # the config.json section of a distillation run
 EMBEDDINGS = ("random", "teacher")  # how the student's token embeddings start
+MAX_AUGMENT = 100  # augmented sentences per training sentence, at most
+MAX_TRANSFER = 5_000_000  # training + augmented sentences, at most (memory: ids + logits)
 
 # The student recipe chosen on a 2-core CPU (see README, "Distillation"): about 4 minutes.
-DEFAULT_STUDENT = dict(model="encoder-m2l-mini", head="sst2", epochs=2.0, batch_size=32,
+DEFAULT_STUDENT = dict(model="encoder-m2l-mini", head=None, epochs=2.0, batch_size=32,
                        learning_rate=1e-3, eval_every=1000)
 
 
@@ -90,8 +92,8 @@ class DistillConfig:
             bad("--alpha", "a number in [0, 1]", self.alpha)
         if not real(self.hint, 0.0, math.inf):
             bad("--hint", "a finite number >= 0", self.hint)
-        if not (_is_int(self.augment) and self.augment >= 0):
-            bad("--augment", "an integer >= 0", self.augment)
+        if not (_is_int(self.augment) and 0 <= self.augment <= MAX_AUGMENT):
+            bad("--augment", f"an integer in [0, {MAX_AUGMENT}]", self.augment)
         for name in ("p_mask", "p_replace", "p_ngram"):
             if not real(getattr(self, name), 0.0, 1.0):
                 bad(name, "a probability in [0, 1]", getattr(self, name))
@@ -104,8 +106,11 @@ class DistillConfig:
             bad("--embeddings", f"one of {', '.join(EMBEDDINGS)}", self.embeddings)
         if self.augment_seed is not None and not _is_int(self.augment_seed):
             bad("augment_seed", "an integer", self.augment_seed)
-        if not (_is_int(self.min_words) and self.min_words >= 0):
-            bad("--min-words", "an integer >= 0", self.min_words)
+        if not (_is_int(self.min_words) and 0 <= self.min_words <= 10_000):
+            bad("--min-words", "an integer in [0, 10000]", self.min_words)
+        if self.max_ngram > 1_000 or self.teacher_batch_size > 8_192:
+            bad("max_ngram / teacher_batch_size", "at most 1000 / 8192",
+                (self.max_ngram, self.teacher_batch_size))
         self.train.validated()
         return self
 
@@ -240,10 +245,12 @@ def teacher_fingerprint(teacher: ZooModel) -> str:
     return h.hexdigest()
 
 
-def _texts_digest(texts: Sequence[str]) -> str:
+def _texts_digest(texts: Sequence) -> str:
     h = hashlib.sha256()
     for text in texts:
-        data = text.encode("utf-8")
+        # A pair hashes as its two texts after a separator no single text starts with.
+        data = (text if isinstance(text, str) else "\x00pair\x00" + "\x00".join(text)
+                ).encode("utf-8")
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
@@ -284,24 +291,26 @@ _FORWARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _teacher_forward(teacher: ZooModel):
-    """(jitted (logits, [CLS] hidden state)(state, ids, mask), state), made once per teacher:
-    the training, augmented and dev texts then share its compiled shapes."""
+    """(jitted (logits, [CLS] hidden state)(state, ids, mask, types), state), made once per
+    teacher: the training, augmented and dev texts then share its compiled shapes."""
     if teacher not in _FORWARDS:
         graph, state = nnx.split(teacher)  # zoo.load gives eval mode: no dropout
 
-        def forward(state, ids, mask):
+        def forward(state, ids, mask, types=None):
             model = nnx.merge(graph, state)
-            hidden = model.encoder(ids, mask)
+            hidden = model.encoder(ids, mask) if types is None else model.encoder(ids, mask,
+                                                                                  types)
             return model.head(hidden).astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
 
         _FORWARDS[teacher] = (jax.jit(forward), state)
     return _FORWARDS[teacher]
 
 
-def compute_outputs(teacher: ZooModel, texts: Sequence[str], batch_size: int = 64,
+def compute_outputs(teacher: ZooModel, texts: Sequence, batch_size: int = 64,
                     show_progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The teacher's logits (float32, (N, classes)) and final [CLS] hidden states (float32,
-    (N, hidden)) over ``texts``, in their order: one forward pass gives both.
+    (N, hidden)) over ``texts`` (strings, or (text, pair) tuples), in their order: one
+    forward pass gives both.
 
     Texts are sorted by token count and batched so each batch pads only to its longest
     text rounded up to 8 (as ``predict`` does); rows are fixed at ``batch_size``, so the
@@ -309,16 +318,19 @@ def compute_outputs(teacher: ZooModel, texts: Sequence[str], batch_size: int = 6
     """
     from tqdm.auto import tqdm
 
-    from zoo.text import encode, special_ids
+    from zoo.inference import uses_token_types
+    from zoo.text import special_ids
 
-    if teacher.info.head_kind != "classification" or teacher.tokenizer is None:
+    if not _classifies(teacher) or teacher.tokenizer is None:
         raise InvalidArgumentError("the teacher must be a classifier with its tokenizer (a "
                                    "fine-tuned run or model directory)")
     max_len = teacher.config.max_len
     buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))
     pad = special_ids(teacher.tokenizer)["pad"]
     forward, state = _teacher_forward(teacher)
-    token_ids = encode(teacher.tokenizer, list(texts), max_len)
+    encoded = teacher.task.encode_items(teacher.tokenizer, list(texts), max_len)
+    token_ids = [e.ids for e in encoded]
+    types = uses_token_types(teacher.config)
     order = np.argsort([len(t) for t in token_ids], kind="stable")
     logits = np.zeros((len(texts), teacher.info.num_classes), np.float32)
     features = np.zeros((len(texts), teacher.config.hidden_size), np.float32)
@@ -328,7 +340,12 @@ def compute_outputs(teacher: ZooModel, texts: Sequence[str], batch_size: int = 6
         chunk = order[start:start + batch_size]
         ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad,
                                   num_rows=batch_size)
-        out_logits, out_features = forward(state, ids, mask)
+        type_ids = None
+        if types:
+            type_ids = np.zeros_like(ids)
+            for r, i in enumerate(chunk):
+                type_ids[r, :len(encoded[i].type_ids)] = encoded[i].type_ids
+        out_logits, out_features = forward(state, ids, mask, type_ids)
         logits[chunk] = np.asarray(out_logits)[:len(chunk)]
         features[chunk] = np.asarray(out_features)[:len(chunk)]
     if not (np.isfinite(logits).all() and np.isfinite(features).all()):
@@ -501,25 +518,48 @@ def augment(texts: Sequence[str], n: int, seed: int, *, vocabulary: Sequence[str
 # ------------------------------------------------------------------------------ the run
 
 
-def _prepare(model: ZooModel, train_cfg: TrainConfig, cfg: DistillConfig, show_progress: bool):
-    """``run.prepare_data`` plus the transfer set: the training sentences (gold labels and the
-    teacher's logits) and, with ``augment``, ``augment`` x as many teacher-labelled ones."""
-    from zoo.data import load_sst2
+def _classifies(model: ZooModel) -> bool:
+    return model.task is not None and model.task.label_kind == "class"
+
+
+def _items(examples) -> list:
+    """A split's texts, or its (text, pair) tuples."""
+    if examples.pairs is None:
+        return list(examples.texts)
+    return list(zip(examples.texts, examples.pairs))
+
+
+def _prepare(model: ZooModel, train_cfg: TrainConfig, raw, cfg: DistillConfig,
+             show_progress: bool):
+    """``prepare.prepare_data`` plus the transfer set: the training examples (gold labels and
+    the teacher's logits) and, with ``augment``, ``augment`` x as many teacher-labelled
+    sentences (single-text tasks)."""
     from zoo.hub import load
-    from zoo.run import prepare_data
+    from zoo.prepare import prepare_data
     from zoo.text import encode
 
-    data = prepare_data(model, train_cfg)
+    data = prepare_data(model, train_cfg, raw)
+    if data.task_data is None or not _classifies(model):
+        raise InvalidArgumentError("distillation trains a classifier: give a classification "
+                                   "dataset (e.g. --dataset glue/sst2 or glue/mrpc)")
+    train_split = data.task_data.splits["train"]
+    if cfg.augment and train_split.pairs is not None:
+        raise InvalidArgumentError("--augment rewrites single sentences; this dataset has "
+                                   "text pairs (use --augment 0)")
+    if cfg.augment and len(train_split) * (cfg.augment + 1) > MAX_TRANSFER:
+        raise InvalidArgumentError(
+            f"--augment {cfg.augment} makes {len(train_split) * (cfg.augment + 1):,} transfer "
+            f"sentences from {len(train_split):,}; at most {MAX_TRANSFER:,} fit in memory "
+            f"(use --augment {max(0, MAX_TRANSFER // len(train_split) - 1)} or less)")
     teacher = load(cfg.teacher)
-    if teacher.info.head_kind != "classification":
+    if not _classifies(teacher):
         raise InvalidArgumentError(f"--teacher {cfg.teacher} has no classification head")
     if (teacher.info.num_classes, tuple(teacher.info.labels or ())) != \
             (model.info.num_classes, tuple(model.info.labels or ())):
         raise InvalidArgumentError(
             f"the teacher's labels {list(teacher.info.labels or ())} differ from the student "
             f"head's {list(model.info.labels or ())}")
-    dataset = load_sst2(train_cfg.data_dir)
-    texts = list(dataset["train"]["sentence"])
+    texts = _items(train_split)
     if len(texts) != len(data.train):
         raise AssertionError("the training sentences and the tokenised split differ")
     kwargs = dict(batch_size=cfg.teacher_batch_size, show_progress=show_progress,
@@ -553,15 +593,20 @@ def _prepare(model: ZooModel, train_cfg: TrainConfig, cfg: DistillConfig, show_p
             features, model.config.hidden_size)
         del features
     # What the student is chasing: the teacher's own accuracy (dev logits are cached too).
-    dev_logits, _ = cached_teacher_logits(teacher, list(dataset["validation"]["sentence"]),
+    dev_logits, _ = cached_teacher_logits(teacher, _items(data.task_data.splits["validation"]),
                                           batch_size=cfg.teacher_batch_size,
                                           show_progress=show_progress)
     summary |= {"transfer_examples": len(rows),
                 "teacher_train_accuracy": _accuracy(logits[:len(texts)], data.train.labels),
                 "teacher_dev_accuracy": _accuracy(dev_logits, data.dev_labels)}
+    fields = {}
+    if "token_type_ids" in data.train.token_fields:
+        types = data.train.token_rows("token_type_ids")
+        # Augmented sentences are single texts: segment 0 throughout.
+        fields["token_type_ids"] = (types + [[0] * len(r) for r in rows[len(types):]], 0)
     data.train = BucketBatcher(rows, labels, batch_size=train_cfg.batch_size,
                                buckets=data.train.buckets, pad_id=data.train.pad_id,
-                               extras=extras)
+                               extras=extras, token_fields=fields)
     data.info = summary
     del teacher  # its parameters are not needed while the student trains
     return data
@@ -611,7 +656,7 @@ def distill_run(cfg: DistillConfig, out: str | Path, resume: bool = False,
                                    "run replaces; choose another --out")
     return train_run(cfg.train, out, resume=resume, show_progress=show_progress,
                      overwrite=overwrite,
-                     prepare=lambda model, train_cfg: _prepare(model, train_cfg, cfg,
-                                                               show_progress),
+                     prepare=lambda model, train_cfg, raw: _prepare(model, train_cfg, raw, cfg,
+                                                                    show_progress),
                      task=distill_task(cfg.temperature, cfg.alpha, cfg.hint),
                      method={SECTION: cfg.settings()})

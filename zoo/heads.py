@@ -11,7 +11,9 @@ A head takes what it needs from the encoder's config — ``hidden_size``, ``voca
 - ``mlm_activation``: ``"relu"`` (M2L) or ``"gelu"`` (BERT) between the MLM head's
   dense layer and its LayerNorm.
 
-The registered heads (``mlm``, ``classifier``, ``sst2``) are defined at the bottom.
+The registered heads are defined at the bottom: ``mlm``, ``classifier`` and ``sst2``
+(classification), ``regressor`` (one score from the classifier's layers) and
+``token-classifier`` (a tag per position). A head's ``kind`` names its task (``zoo.tasks``).
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ class ClassificationHead(nnx.Module):
     """
 
     def __init__(self, hidden_size: int, num_classes: int, *, style: str = "relu-norm",
-                 epsilon: float = 1e-5, dropout: float = 0.1, rngs: nnx.Rngs):
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+                 epsilon: float = 1e-5, dropout: float = 0.1, rngs: nnx.Rngs,
+                 min_outputs: int = 2):
+        if num_classes < min_outputs:
+            raise ValueError(f"num_classes must be >= {min_outputs}, got {num_classes}")
         if style not in CLASSIFIER_STYLES:
             raise ValueError(f"classifier style {style!r}: expected one of {CLASSIFIER_STYLES}")
         self.num_classes = num_classes
@@ -79,6 +82,21 @@ class ClassificationHead(nnx.Module):
         return self.classifier(x)
 
 
+class TokenClassificationHead(nnx.Module):
+    """Every position -> tag logits: Dropout -> Linear (BERT's token-classification head)."""
+
+    def __init__(self, hidden_size: int, num_classes: int, *, dropout: float = 0.1,
+                 rngs: nnx.Rngs):
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 tags, got {num_classes}")
+        self.num_classes = num_classes
+        self.dropout = Dropout(dropout)
+        self.classifier = nnx.Linear(hidden_size, num_classes, rngs=rngs)
+
+    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        return self.classifier(self.dropout(hidden, rngs=rngs))
+
+
 # How head parameters split over a mesh's ``model`` axis (see zoo/sharding.py): the MLM
 # decoder (hidden x vocabulary, the largest matrix of a small model) by vocabulary columns.
 PARTITION_RULES = (
@@ -96,6 +114,19 @@ def classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs) -> Classificat
     return ClassificationHead(cfg.hidden_size, num_classes, style=cfg.classifier_style,
                               epsilon=cfg.layer_norm_eps, dropout=cfg.classifier_dropout,
                               rngs=rngs)
+
+
+def regression_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> ClassificationHead:
+    """The classifier's layers with one output: a score per text or pair."""
+    return ClassificationHead(cfg.hidden_size, 1, style=cfg.classifier_style,
+                              epsilon=cfg.layer_norm_eps, dropout=cfg.classifier_dropout,
+                              rngs=rngs, min_outputs=1)
+
+
+def token_classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs
+                              ) -> TokenClassificationHead:
+    return TokenClassificationHead(cfg.hidden_size, num_classes,
+                                   dropout=cfg.classifier_dropout, rngs=rngs)
 
 
 register_head(HeadSpec(
@@ -120,4 +151,20 @@ register_head(HeadSpec(
     factory=classification_head,
     num_classes=2,
     labels=("negative", "positive"),
+))
+
+register_head(HeadSpec(
+    name="regressor",
+    kind="regression",
+    description="Regression: the [CLS] head in the encoder's style with one output (e.g. STS-B).",
+    factory=regression_head,
+    num_classes=1,
+))
+
+register_head(HeadSpec(
+    name="token-classifier",
+    kind="token-classification",
+    description="Token classification (e.g. NER): Dropout -> Linear(tags) at every position.",
+    factory=token_classification_head,
+    num_classes=2,
 ))

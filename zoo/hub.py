@@ -26,6 +26,7 @@ from flax import nnx
 from zoo import checkpoint
 from zoo.errors import ConfigError, InvalidArgumentError
 from zoo.model import ZooModel, abstract_encoder, build_head, build_model, model_info
+from zoo.tasks import get_task
 from zoo.registry import Converted, WeightsNotFoundError, families, get_encoder, get_head
 
 __all__ = ["HeadInitializedWarning", "WeightsNotFoundError", "cache_root", "load",
@@ -198,7 +199,7 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
         stored = stored_heads.get(head)
         wanted = num_classes or (stored or {}).get("num_classes") or head_spec.num_classes
         restore_head = stored is not None and (
-            head_spec.kind != "classification" or stored.get("num_classes") == wanted
+            not get_task(head_spec.kind).has_classes or stored.get("num_classes") == wanted
         )
         if not restore_head:
             why = (

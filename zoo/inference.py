@@ -1,12 +1,14 @@
-"""Fast prediction for a loaded classifier: tokenise, pad to a bucket, one jitted forward.
+"""Fast prediction for a loaded model with a head: tokenise, pad to a bucket, one jitted
+forward, and the head's task turns the outputs into answers.
 
 The forward is a pure ``jax.jit`` function of (graph, state) cached per model, so a call
 costs tokenisation plus one compiled program per bucket shape — no NNX graph walk.
+What differs between tasks (how items are tokenised, what the forward keeps, how outputs
+become ``Prediction`` / ``Score`` / ``Tagged``) is the task's (``zoo.tasks``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from typing import Sequence
 
@@ -17,25 +19,24 @@ from flax import nnx
 from zoo.batching import buckets_for, pad_to_bucket
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.nn import in_training_mode
+from zoo.tasks import Prediction  # noqa: F401  (re-exported: zoo.Prediction)
 
 
 class NonFiniteOutputError(ZooError, FloatingPointError):
     """A model's outputs hold NaN or infinity (its weights do): never returned as an answer."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    text: str
-    label: str
-    probability: float  # of the predicted label
-    probabilities: dict[str, float]
-
-
 _FORWARD_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def uses_token_types(config) -> bool:
+    """Whether an encoder reads token types (segment ids): BERT does, M2L and DistilBERT not
+    (they read a pair as one segment joined by [SEP])."""
+    return bool(getattr(config, "type_vocab_size", 0) or 0)
+
+
 def _forward(model):
-    """(jitted probabilities(state, ids, mask), state) for ``model``, built once per model.
+    """(jitted outputs(state, ids, mask, types), state) for ``model``, built once per model.
 
     The split state holds the model's own Variable objects, so in-place parameter updates
     (training, ``nnx.update``) show through; only replacing a submodule forces a re-split.
@@ -49,69 +50,86 @@ def _forward(model):
         graph, state = nnx.split(model)
         if training:
             model.train()
+        task = model.task
+
         # The graph is closed over, not a static argument: hashing it costs ~2 ms a call.
-        probabilities = jax.jit(
-            lambda state, ids, mask: jax.nn.softmax(nnx.merge(graph, state)(ids, mask), -1))
-        cached = _FORWARD_CACHE[model] = (parts, probabilities, state)
+        def outputs(state, ids, mask, types=None):
+            head_outputs = nnx.merge(graph, state)(ids, mask, types).astype("float32")
+            return task.predict_outputs(head_outputs, mask)
+
+        cached = _FORWARD_CACHE[model] = (parts, jax.jit(outputs), state)
     return cached[1], cached[2]
 
 
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence):
-        raise TypeError(f"texts must be a string or a sequence of strings, not {type(texts).__name__}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
-    return list(texts)
+def check_items(items) -> list:
+    """A list of items: texts, (text, pair) tuples or lists of words, each checked."""
+    if isinstance(items, str):
+        return [items]
+    if not isinstance(items, Sequence):
+        raise TypeError(f"texts must be a string or a sequence of strings, not "
+                        f"{type(items).__name__}")
+    items = list(items)
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            continue
+        if isinstance(item, (tuple, list)) and item and all(isinstance(x, str) for x in item):
+            continue
+        raise TypeError(f"texts[{i}] is {type(item).__name__}, not str (or a (text, pair) "
+                        "tuple, or a list of words)")
+    return items
 
 
-def predict(model, texts, batch_size: int = 64):
-    """Label and probability per text. Long texts are truncated to the model's max_len."""
-    from zoo.text import encode, special_ids
+def predict(model, texts, batch_size: int = 64) -> list:
+    """The task's answer per item. Long texts are truncated to the model's max_len."""
+    from zoo.text import special_ids
 
-    if model.info.head_kind != "classification":
+    task = model.task
+    if task is None or task.label_kind is None:
         raise InvalidArgumentError(
-            f"predict needs a classification head; this model has {model.info.head!r}")
+            f"predict needs a head that predicts (classification, regression or token "
+            f"classification); this model has {model.info.head!r}")
     if model.tokenizer is None:
         raise InvalidArgumentError(
             "this model carries no tokenizer: load it from a model directory or run")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
-    texts = _check_texts(texts)
-    if not texts:
+    items = check_items(texts)
+    if not items:
         return []
     max_len = model.config.max_len
-    # Finer than training's buckets: texts are sorted by length, so each chunk pads only to
-    # its own longest text rounded up to 8 (a few more compiled shapes, far less padding).
+    # Finer than training's buckets: items are sorted by length, so each chunk pads only to
+    # its own longest item rounded up to 8 (a few more compiled shapes, far less padding).
     buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))
     pad = special_ids(model.tokenizer)["pad"]
-    probabilities_fn, state = _forward(model)
+    outputs_fn, state = _forward(model)
     # The jitted forward checks no ids; a tokenizer's ids lie below its vocabulary size.
     if model.tokenizer.get_vocab_size() > model.config.vocab_size:
         raise InvalidArgumentError(
             f"the tokenizer has {model.tokenizer.get_vocab_size()} tokens but the model embeds "
             f"only {model.config.vocab_size}: the tokenizer does not belong to this model")
-    token_ids = encode(model.tokenizer, texts, max_len)
-    order = np.argsort([len(t) for t in token_ids], kind="stable")  # similar lengths together
-    probabilities = np.empty((len(texts), model.info.num_classes), np.float32)
-    for start in range(0, len(texts), batch_size):
+    encodings = task.encode_items(model.tokenizer, items, max_len)
+    types = uses_token_types(model.config)
+    order = np.argsort([len(e.ids) for e in encodings], kind="stable")  # similar lengths
+    results: list = [None] * len(items)
+    for start in range(0, len(items), batch_size):
         chunk = order[start:start + batch_size]
-        ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad,
-                                  num_rows=_bucket_rows(len(chunk), batch_size))
-        probabilities[chunk] = np.asarray(probabilities_fn(state, ids, mask))[:len(chunk)]
-    bad = np.flatnonzero(~np.isfinite(probabilities).all(-1))
-    if bad.size:
-        raise NonFiniteOutputError(
-            f"the model gave non-finite probabilities (for text {int(bad[0])}): its weights hold "
-            "NaN or infinity; re-export or re-train the model")
-    labels = model.info.labels
-    return [
-        Prediction(text, labels[int(p.argmax())], float(p.max()),
-                   {label: float(x) for label, x in zip(labels, p)})
-        for text, p in zip(texts, probabilities)
-    ]
+        rows = _bucket_rows(len(chunk), batch_size)
+        ids, mask = pad_to_bucket([encodings[i].ids for i in chunk], buckets, pad,
+                                  num_rows=rows)
+        type_ids = None
+        if types:
+            type_ids = np.zeros_like(ids)
+            for r, i in enumerate(chunk):
+                type_ids[r, :len(encodings[i].type_ids)] = encodings[i].type_ids
+        out = np.asarray(outputs_fn(state, ids, mask, type_ids))[:len(chunk)]
+        bad = np.flatnonzero(~np.isfinite(out.reshape(len(chunk), -1)).all(-1))
+        if bad.size:
+            raise NonFiniteOutputError(
+                f"the model gave non-finite outputs (for text {int(chunk[bad[0]])}): its weights "
+                "hold NaN or infinity; re-export or re-train the model")
+        for r, i in enumerate(chunk):
+            results[i] = out[r]
+    return task.decode(items, results, model, encodings)
 
 
 def _bucket_rows(n: int, batch_size: int) -> int:

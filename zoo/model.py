@@ -82,9 +82,21 @@ class ZooModel(nnx.Module):
     def config(self):
         return self.info.config
 
-    def predict(self, texts: str | Sequence[str], batch_size: int = 64) -> list[Prediction]:
-        """Label and probability for each text (a classifier with a tokenizer only)."""
+    def predict(self, texts, batch_size: int = 64) -> list:
+        """The head's task's prediction for each item (a model with a tokenizer only).
+
+        Items are texts, or ``(text, text_pair)`` tuples for pair tasks; a token classifier
+        also takes lists of words. Classification gives ``Prediction`` (label, probability),
+        regression ``Score``, token classification ``Tagged`` (entities with character spans).
+        """
         return predict(self, texts, batch_size=batch_size)
+
+    @property
+    def task(self):
+        """The registered task of this model's head (``zoo.tasks``), None without a head."""
+        from zoo.tasks import get_task
+
+        return None if self.info.head_kind is None else get_task(self.info.head_kind)
 
 
 def check_inputs(config: Any, input_ids, attention_mask, token_type_ids=None) -> None:
@@ -171,9 +183,12 @@ def model_info(encoder: str, config: Any, head: str | None, num_classes: int | N
     """What a model with this head is (classification heads get their class count and labels)."""
     if head is None:
         return ModelInfo(encoder, config)
+    from zoo.tasks import get_task
+
     spec = get_head(head)
-    if spec.kind != "classification":
-        return ModelInfo(encoder, config, head, spec.kind)
+    task = get_task(spec.kind)
+    if not task.has_classes:
+        return ModelInfo(encoder, config, head, spec.kind, task.head_size(None))
     n = num_classes or spec.num_classes
     labels = tuple(labels) if labels else spec.label_names(n)
     if len(labels) != n:

@@ -16,13 +16,13 @@ import dataclasses
 import difflib
 import fnmatch
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 
 from flax import nnx
 
 from zoo.errors import UnknownNameError, ZooError
 
-HeadKind = Literal["mlm", "classification"]
+HeadKind = str  # the name of the head's task (zoo.tasks): "classification", "mlm", ...
 
 
 class WeightsNotFoundError(ZooError, FileNotFoundError):

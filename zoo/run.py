@@ -1,4 +1,5 @@
-"""A run directory, end to end: data and tokenizer, model, training, export and reports.
+"""A run directory, end to end: the folder's checks and lock, training, export, reports and
+re-evaluation (the data, model and batches are ``zoo.prepare``'s).
 
 Layout of ``RUN/``::
 
@@ -25,159 +26,16 @@ import numpy as np
 from flax import nnx
 
 from zoo import checkpoint, sharding
-from zoo.batching import DEFAULT_BUCKETS, BucketBatcher, buckets_for
 from zoo.errors import ConfigError, InvalidArgumentError
 from zoo.fsutil import (FolderLock, InUseError, OutputExistsError, atomic_file,
                         atomic_write_text, check_output, is_temporary_name)
-from zoo.hub import cache_root, load
-from zoo.model import ZooModel, build_model, set_dropout_rate
-from zoo.tasks import MaskingConfig, task_for
-from zoo.train import FLAGS, Evaluator, TrainConfig, Trainer, committed_steps
-
-EVAL_BATCH_SIZE = 64  # small batches run faster on CPU (cache-sized activations)
-# A streamed corpus is shuffled in windows of this many examples, whatever the process count
-# (each process's share of a window is STREAM_WINDOW / processes), so a run resumed with
-# another number of processes sees the same global batches.
-STREAM_WINDOW = 16_384
-TOKENIZER_SAMPLE = 100_000  # texts of a streamed corpus a tokenizer is trained on
-
-
-@dataclasses.dataclass
-class PreparedData:
-    tokenizer: object
-    train: BucketBatcher
-    dev: BucketBatcher
-    dev_labels: np.ndarray | None
-    masking: MaskingConfig | None
-    info: dict = dataclasses.field(default_factory=dict)  # merged into summary.json
-
-
-def make_model(cfg: TrainConfig) -> ZooModel:
-    """The model a run starts from: pre-trained weights when asked, else a random init."""
-    if cfg.pretrained or cfg.weights:
-        model = load(cfg.model, head=cfg.head, weights=cfg.weights, seed=cfg.seed)
-    else:
-        model = build_model(cfg.model, cfg.head, seed=cfg.seed)
-    if cfg.dropout is not None:
-        set_dropout_rate(model, cfg.dropout)
-    return model
-
-
-def _tokenizer_for(model: ZooModel, texts: list[str], cfg: TrainConfig):
-    """The encoder's own tokenizer when it has one, else the tutorial's recipe trained here."""
-    from zoo.text import cached_tokenizer
-
-    vocab_size = model.config.vocab_size
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        tokenizer, _ = cached_tokenizer(
-            texts, cfg.vocab_size or vocab_size, cache_root() / "tokenizers")
-    if tokenizer.get_vocab_size() > vocab_size:
-        raise InvalidArgumentError(
-            f"the tokenizer has {tokenizer.get_vocab_size()} tokens but {cfg.model} embeds "
-            f"only {vocab_size}" + (" (lower vocab_size)" if cfg.vocab_size else "")
-        )
-    return tokenizer
-
-
-def read_data(cfg: TrainConfig) -> tuple:
-    """(SST-2, the ``text_file`` lines, a ``StreamSample`` of ``stream``, or None), read before
-    a model is built: bad data then fails in a moment, not after the weights are loaded."""
-    from zoo.data import load_sst2, read_text_lines
-    from zoo.registry import get_head
-
-    mlm = get_head(cfg.head).kind == "mlm"
-    if cfg.stream is not None and not mlm:
-        raise InvalidArgumentError(f"--stream is for masked-LM pre-training (`zoo pretrain`); "
-                                   f"head {cfg.head!r} trains on SST-2")
-    lines = read_text_lines(cfg.text_file) if cfg.text_file and mlm else None
-    if cfg.stream is not None:
-        from zoo.streaming import parse_source, sample_texts
-
-        source = parse_source(cfg.stream)
-        lines = StreamSample(source, sample_texts(source, TOKENIZER_SAMPLE))
-    return load_sst2(cfg.data_dir), lines
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamSample:
-    """A streamed corpus: its source, and its first texts (to train a tokenizer on)."""
-
-    source: object
-    texts: list[str]
-
-
-def prepare_data(model: ZooModel, cfg: TrainConfig, raw: tuple | None = None) -> PreparedData:
-    from zoo.text import encode, special_ids, tokenize_splits
-
-    max_len = min(cfg.max_len or model.config.max_len, model.config.max_len)
-    buckets = buckets_for(max_len, tuple(cfg.buckets or DEFAULT_BUCKETS))
-    dataset, lines = raw or read_data(cfg)
-    kind = model.info.head_kind
-    stream = None
-    if kind == "mlm" and isinstance(lines, StreamSample):
-        tokenizer = _tokenizer_for(model, lines.texts, cfg)
-        stream = _open_stream(lines.source, tokenizer, cfg, max_len, buckets)
-        train_ids, dev_ids = None, encode(tokenizer, dataset["validation"]["sentence"], max_len)
-    elif kind == "mlm" and lines is not None:
-        tokenizer = _tokenizer_for(model, lines, cfg)
-        train_ids = encode(tokenizer, lines, max_len)
-        dev_ids = encode(tokenizer, dataset["validation"]["sentence"], max_len)
-    else:
-        tokenizer = _tokenizer_for(model, dataset["train"]["sentence"], cfg)
-        tokenized = tokenize_splits(dataset, tokenizer, max_len, cache_root() / "datasets")
-        train_ids, dev_ids = tokenized["train"]["input_ids"], tokenized["validation"]["input_ids"]
-    ids = special_ids(tokenizer)
-    dev_labels = train_labels = None
-    if kind == "classification":
-        train_labels = np.asarray(dataset["train"]["label"])
-        dev_labels = np.asarray(dataset["validation"]["label"])
-        n = model.info.num_classes
-        for split, values in (("train", train_labels), ("validation", dev_labels)):
-            if values.min() < 0 or values.max() >= n:
-                raise InvalidArgumentError(
-                    f"SST-2 {split} labels outside 0..{n - 1} for a {n}-class head")
-    masking = None
-    if kind == "mlm":
-        masking = MaskingConfig(
-            mask_id=ids["mask"], vocab_size=model.config.vocab_size,
-            special_ids=tuple(sorted(ids.values())),
-        )
-    train = stream or BucketBatcher(train_ids, train_labels, batch_size=cfg.batch_size,
-                                    buckets=buckets, pad_id=ids["pad"])
-    dev = BucketBatcher(dev_ids, dev_labels, batch_size=EVAL_BATCH_SIZE, buckets=buckets,
-                        pad_id=ids["pad"])
-    for split, batcher in (("train", train), ("dev", dev)):
-        if batcher is stream:  # checked as it is tokenised (ids come from the same tokenizer)
-            continue
-        low, high = batcher.id_range()  # inside jit nothing checks ids: a bad one gives NaN
-        if low < 0 or high >= model.config.vocab_size:
-            raise InvalidArgumentError(
-                f"{split} token ids span [{low}, {high}], outside the vocabulary of "
-                f"{cfg.model} (0..{model.config.vocab_size - 1}); the tokenizer does not fit the "
-                f"model, or the token cache under {cache_root()} is damaged (delete it)")
-    return PreparedData(tokenizer, train, dev, dev_labels, masking)
-
-
-def _open_stream(source, tokenizer, cfg: TrainConfig, max_len: int, buckets):
-    """This process's share of a streamed corpus, as batches of ``cfg.batch_size`` rows."""
-    import jax
-
-    from zoo.streaming import TextStream
-    from zoo.text import special_ids
-
-    processes = jax.process_count()
-    stream = TextStream(source, tokenizer, batch_size=cfg.batch_size, max_len=max_len,
-                        pad_id=special_ids(tokenizer)["pad"], seed=cfg.seed,
-                        process_index=jax.process_index(), process_count=processes,
-                        shuffle_window=max(1, STREAM_WINDOW // processes),
-                        buckets=buckets if processes == 1 else None)
-    if stream.steps_per_epoch is None and cfg.max_steps is None:
-        stream.close()
-        raise InvalidArgumentError(f"--stream {cfg.stream}: a hub stream has no known length; "
-                                   "pass --max-steps")
-    return stream
-
+from zoo.hub import load
+from zoo.model import ZooModel
+from zoo.prepare import (EVAL_BATCH_SIZE, STREAM_WINDOW, TOKENIZER_SAMPLE,  # noqa: F401
+                         PreparedData, StreamSample, batcher_for, make_model, max_len_and_buckets,
+                         prepare_data, read_data, resolve_head)
+from zoo.steps import Evaluator
+from zoo.train import FLAGS, TrainConfig, Trainer, committed_steps
 
 def _save_tokenizer(tokenizer, run_dir: Path) -> Path:
     path = run_dir / checkpoint.TOKENIZER
@@ -289,7 +147,8 @@ def _check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def _check_inputs_outside(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuse inputs that live among the run files a fresh start is about to remove."""
-    for field in ("weights", "data_dir", "text_file", "stream"):
+    for field in ("weights", "data_dir", "text_file", "stream", "train_file", "validation_file",
+                  "test_file"):
         value = getattr(cfg, field)
         if value is None or (field == "stream" and str(value).startswith("hf:")):
             continue
@@ -302,12 +161,11 @@ def _check_inputs_outside(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def _remove_run_files(run_dir: Path) -> None:
-    """Remove the run's own entries (never a user's file; ``model/`` only if it is a model)."""
+    """Remove the run's own entries (never a user's file). ``model/`` stays: the previous
+    run's model is readable (``zoo.load``, ``predict``) until the new one replaces it."""
     for entry in run_dir.iterdir():
-        if entry.name == FolderLock.NAME or not _own_entry(entry.name):
+        if entry.name in (FolderLock.NAME, "model") or not _own_entry(entry.name):
             continue
-        if entry.name == "model" and not checkpoint.is_model_dir(entry):
-            continue  # not ours after all: the export check below refuses it by name
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -324,7 +182,7 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     starting weights and the data. The folder is then locked for the whole run, so a second
     trainer on it fails at once.
 
-    Another training method (``zoo.distill``) passes its ``prepare(model, cfg) ->
+    Another training method (``zoo.distill``) passes its ``prepare(model, cfg, raw) ->
     PreparedData``, its ``task`` and ``method`` ({config.json section: settings}).
     """
     from zoo.registry import get_encoder, get_head
@@ -342,15 +200,18 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         _check_same_method(run_dir, method)
     else:
         cfg = cfg.validated().resolved()
-        get_encoder(cfg.model), get_head(cfg.head)
+        get_encoder(cfg.model)
+        if cfg.head is not None:
+            get_head(cfg.head)
         _check_inputs_outside(run_dir, cfg)
     # The mesh fits the devices and the batch splits over it: said before the folder is touched.
     sharding.check_batch_size(cfg.batch_size, sharding.make_mesh(cfg.mesh))
     check_output(run_dir / "model", overwrite=True, owned=checkpoint.is_model_dir,
                  what="a zoo model directory")
-    raw = read_data(cfg) if prepare is None else None
-    model = make_model(cfg)
-    data = prepare(model, cfg) if prepare is not None else prepare_data(model, cfg, raw)
+    raw = read_data(cfg)
+    cfg = resolve_head(cfg, raw)
+    model = make_model(cfg, raw)
+    data = (prepare or prepare_data)(model, cfg, raw)
     _check_not_in_use(run_dir)
     # Several processes (hosts): all have checked the folder above; process 0 alone locks and
     # writes it, the others wait until it is ready, then every process trains.
@@ -378,11 +239,18 @@ def _check_same_method(run_dir: Path, method: dict | None) -> None:
                                    f"`python -m zoo {made_by} --out {run_dir} --resume`")
 
 
-def _check_not_in_use(run_dir: Path) -> None:
+def _check_not_in_use(run_dir: Path, action: str | None = None) -> None:
     pid = FolderLock.holder(run_dir)
-    if pid is not None:  # said first: it explains whatever else looks odd in the folder
-        raise InUseError(f"{run_dir} is in use by another training process (pid {pid}); wait "
-                         "for it to finish or stop it, or choose another --out")
+    if pid is None:
+        return
+    if action is not None and (run_dir / "model" / checkpoint.MANIFEST).is_file():
+        return  # the model of an earlier run stays readable while the new one trains
+    if action is not None:
+        raise InUseError(f"{run_dir} is being trained by process {pid} and holds no model yet; "
+                         f"{action} it once training ends (its model/ appears then)")
+    # said first: it explains whatever else looks odd in the folder
+    raise InUseError(f"{run_dir} is in use by another training process (pid {pid}); wait "
+                     "for it to finish or stop it, or choose another --out")
 
 
 def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path, resume: bool,
@@ -390,22 +258,24 @@ def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path,
     primary = sharding.is_primary()
     tokenizer_path = _save_tokenizer(data.tokenizer, run_dir) if primary \
         else run_dir / checkpoint.TOKENIZER
-    trainer = Trainer(model, cfg, run_dir, data.train, data.dev, data.masking, show_progress, task)
+    trainer = Trainer(model, cfg, run_dir, data.train, data.dev, data.masking, show_progress,
+                      task or data.task)
     try:
         progress = trainer.fit(resume=resume)
         best = trainer.best_model()
     finally:
         trainer.close()
     export_model(best, run_dir / "model", tokenizer_path,
-                 source={"kind": "fine-tuned" if model.info.head_kind != "mlm" else "pre-trained",
-                         "run": str(run_dir), "best_step": progress.best_step},
+                 source={"kind": "pre-trained" if data.task_data is None else "fine-tuned",
+                         "run": str(run_dir), "best_step": progress.best_step,
+                         "data": data_fields(cfg)},
                  write=primary)
     summary = {
         "model": cfg.model, "head": cfg.head, "pretrained": bool(cfg.pretrained or cfg.weights),
         "steps": progress.step, "epochs": round(progress.step / data.train.steps_per_epoch, 3)
         if data.train.steps_per_epoch else None,
         "train_seconds": round(progress.train_seconds, 1), "best_step": progress.best_step,
-        f"best_dev_{trainer.task.best_metric}": progress.best,
+        f"best_dev_{trainer.task.for_eval.best_metric}": progress.best,
         "train_padding_fraction": round(data.train.padding_fraction(
             data.train.epoch_plan(0, cfg.seed)), 4) if hasattr(data.train, "epoch_plan")
         else None,
@@ -415,6 +285,10 @@ def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path,
         "precision": cfg.precision,
     } | data.info
     summary |= write_reports(trainer, best, data, run_dir if primary else None)
+    test = (data.task_data.splits.get("test") if data.task_data is not None else None)
+    if test is not None and test.labels is not None:
+        summary |= {f"test_{k}": v for k, v in score_examples(best, test, cfg,
+                                                               trainer.steps.evaluator).items()}
     if primary:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     sharding.barrier("zoo-run-done")
@@ -423,32 +297,38 @@ def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path,
 
 def write_reports(trainer_or_none, model: ZooModel, data: PreparedData, run_dir: Path | None
                   ) -> dict:
-    """Dev classification report + confusion matrix, and the training curves when logged.
+    """The task's dev report (e.g. classification report + confusion matrix, regression
+    scatter, entity table) and the training curves when logged.
 
-    ``run_dir=None`` computes the dev metrics without writing anything.
+    ``run_dir=None`` computes the dev figures without writing anything.
     """
-    from zoo.report import classification_summary, plot_curves, write_report
+    from zoo.report import plot_curves
 
     results = {}
     metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
     if metrics_path is not None and metrics_path.is_file() and metrics_path.stat().st_size:
         plot_curves(metrics_path, run_dir / "curves.png")
-    if model.info.head_kind != "classification":
+    task = model.task
+    if task is None or task.label_kind is None or data.dev_labels is None:
         return results
-    evaluator = trainer_or_none.steps.evaluator if trainer_or_none else Evaluator(
-        model, task_for("classification"))
+    evaluator = trainer_or_none.steps.evaluator if trainer_or_none else Evaluator(model, task)
     _, state = nnx.split(model)
-    metrics, indices, logits = evaluator.run(state, data.dev, collect=True)
-    y_true = data.dev_labels[indices]
-    labels = list(model.info.labels)
-    if run_dir is None:
-        summary = classification_summary(y_true, logits.argmax(-1), labels)
-    else:
-        summary = write_report(run_dir, y_true, logits.argmax(-1), labels, prefix="dev",
-                               title=f"{model.info.encoder} + {model.info.head} (dev)")
-    results["dev_accuracy"] = summary["accuracy"]
+    metrics, collected = evaluator.run(state, data.dev, collect=True)
+    results |= task.report(run_dir, collected, data.dev_labels, model.info.labels,
+                           title=f"{model.info.encoder} + {model.info.head} (dev)")
     results["dev_loss"] = metrics["loss"]
     return results
+
+
+def score_examples(model: ZooModel, examples, cfg: TrainConfig, evaluator=None) -> dict:
+    """The task's metrics of ``model`` over labelled ``examples`` (``zoo.dataset.Examples``)."""
+    task = model.task
+    max_len, buckets = max_len_and_buckets(model, cfg)
+    batcher = batcher_for(task, examples, model.tokenizer, model, batch_size=EVAL_BATCH_SIZE,
+                          max_len=max_len, buckets=buckets)
+    evaluator = evaluator or Evaluator(model, task)
+    _, state = nnx.split(model)
+    return evaluator.run(state, batcher)
 
 
 def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source: dict,
@@ -463,7 +343,7 @@ def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source
     if model.head is not None:
         params |= checkpoint.module_params(model.head, f"heads/{model.info.head}/")
         heads[model.info.head] = {"kind": model.info.head_kind}
-        if model.info.head_kind == "classification":
+        if model.task.has_classes:
             heads[model.info.head] |= {"num_classes": model.info.num_classes,
                                        "labels": list(model.info.labels)}
     params = sharding.to_host(params)
@@ -475,17 +355,76 @@ def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source
                                      overwrite=True)
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | None = None) -> dict:
-    """Re-evaluate a run's exported model on the dev split and rewrite its report.
+def data_fields(cfg: TrainConfig) -> dict:
+    """The fields of a config that say what data a model reads (kept in its manifest, so a
+    model directory knows its file format without its run)."""
+    return {k: getattr(cfg, k) for k in DATA_FIELDS if getattr(cfg, k) is not None}
 
-    The model's checksums are verified on load. A bare model directory is evaluated without
-    writing into it (reports belong to runs, and a model directory holds only its files).
+
+DATA_FIELDS = ("dataset", "text_column", "text_pair_column", "label_column", "task", "max_len")
+
+
+def model_config(path: Path, model: ZooModel) -> TrainConfig:
+    """A run's config, or for a model directory one rebuilt from its manifest's ``data``."""
+    if is_run_dir(path):
+        return read_run_config(path)
+    directory = path / "model" if (path / "model" / checkpoint.MANIFEST).is_file() else path
+    try:
+        source = checkpoint.read_manifest(directory).get("source") or {}
+    except (OSError, ConfigError):
+        source = {}
+    data = source.get("data") if isinstance(source.get("data"), dict) else {}
+    data = {k: v for k, v in data.items() if k in DATA_FIELDS and isinstance(v, (str, int))}
+    return TrainConfig(model=model.info.encoder, head=model.info.head, **data)
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | None = None,
+                 data_file: str | None = None) -> dict:
+    """The task's metrics of a run's (or model directory's) model, checksums verified on load.
+
+    With ``data_file``: any labelled file in the run's dataset format (the same columns or
+    layout as training), nothing written. Without: the dev split again (``data_dir`` for a
+    GLUE task's folder), and a run's dev report is rewritten (``dev_*`` keys); a bare model
+    directory is never written into.
     """
+    from zoo.dataset import read_labelled_file, spec_from_config
+
     run_dir = Path(run_dir).expanduser().resolve()
+    _check_not_in_use(run_dir, "evaluate")
     model = load(str(run_dir))
+    task = model.task
+    if task is None or task.label_kind is None:
+        raise InvalidArgumentError(f"{run_dir}: its head {model.info.head!r} is not scored on "
+                                   "labelled data (a masked-LM run has no evaluate)")
+    cfg = dataclasses.replace(model_config(run_dir, model), buckets=None)
+    if data_file is not None:
+        spec = spec_from_config(dataclasses.replace(cfg, data_dir=None))
+        examples = read_labelled_file(spec, data_file, task.name, model.info.labels)
+        return score_examples(model, examples, cfg)
+    cfg = dataclasses.replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir)
+    data = prepare_data(model, cfg)
+    metrics = Evaluator(model, task).run(nnx.split(model)[1], data.dev)
     if not is_run_dir(run_dir):
-        cfg = TrainConfig(model=model.info.encoder, data_dir=data_dir)
-        return write_reports(None, model, prepare_data(model, cfg), None)
+        return metrics | write_reports(None, model, data, None)
     with FolderLock(run_dir, what="a training or evaluating process"):
-        cfg = dataclasses.replace(read_run_config(run_dir), data_dir=data_dir, buckets=None)
-        return write_reports(None, model, prepare_data(model, cfg), run_dir)
+        return metrics | write_reports(None, model, data, run_dir)
+
+
+def predict_file(run_dir: str | Path, path: str | Path) -> tuple[list, list]:
+    """(items, predictions) for a file in the run's dataset format (its text columns, or its
+    token-file layout); labels in the file are not needed and not read."""
+    from zoo.dataset import read_labelled_file, spec_from_config
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    _check_not_in_use(run_dir, "predict")
+    model = load(str(run_dir))
+    if model.task is None or model.task.label_kind is None:
+        raise InvalidArgumentError(f"{run_dir}: its head {model.info.head!r} makes no "
+                                   "predictions")
+    cfg = model_config(run_dir, model)
+    spec = spec_from_config(dataclasses.replace(cfg, data_dir=None))
+    examples = read_labelled_file(spec, path, model.task.name, model.info.labels,
+                                  labelled=False)
+    items = list(examples.texts) if examples.pairs is None else list(zip(examples.texts,
+                                                                         examples.pairs))
+    return items, model.predict(items)

@@ -264,16 +264,21 @@ def parse_source(spec: str | Path | Source) -> Source:
             f"bad hub dataset {str(spec)!r}: expected {HUB_FORM}, e.g. "
             "hf:wikitext/wikitext-103-raw-v1:train:text")
     path, split, column = parts[0], parts[1], parts[2] if len(parts) == 3 else DEFAULT_COLUMN
+    name, config = split_hub_name(path, str(spec), HUB_FORM)
+    return HubSource(name=name, config=config, split=split, column=column)
+
+
+def split_hub_name(path: str, given: str, form: str) -> tuple[str, str | None]:
+    """(dataset, config) of ``NAME``, ``NAME/CONFIG`` or ``OWNER/NAME/CONFIG`` (an empty
+    CONFIG allowed: ``owner/name/``); ``given`` and ``form`` word the error."""
     names = path.split("/")
     if len(names) > 3 or not all(names[:2]) or (len(names) == 3 and not names[0]):
         raise InvalidArgumentError(
-            f"bad hub dataset name {path!r} in {str(spec)!r}: expected NAME, NAME/CONFIG or "
-            f"OWNER/NAME/CONFIG (an empty CONFIG allowed), as in {HUB_FORM}")
+            f"bad hub dataset name {path!r} in {given!r}: expected NAME, NAME/CONFIG or "
+            f"OWNER/NAME/CONFIG (an empty CONFIG allowed), as in {form}")
     if len(names) == 3:
-        name, config = f"{names[0]}/{names[1]}", names[2] or None
-    else:
-        name, config = names[0], (names[1] if len(names) == 2 else None)
-    return HubSource(name=name, config=config, split=split, column=column)
+        return f"{names[0]}/{names[1]}", names[2] or None
+    return names[0], (names[1] if len(names) == 2 else None)
 
 
 def sample_texts(source: str | Path | Source, n: int) -> list[str]:

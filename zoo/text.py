@@ -7,6 +7,7 @@ are cached under a content hash: a changed recipe, vocabulary size, corpus, toke
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -184,15 +185,93 @@ def _load_cached(path: Path) -> datasets.Dataset | None:
     return None
 
 
-def _checked_texts(texts: Iterable[str]) -> list[str]:
-    """``texts`` as a list, refusing a bare string and non-string items (named by index)."""
+def _checked_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
+    """``texts`` as a list, refusing a bare string, non-string items and text that is not
+    valid Unicode (a lone surrogate), each named by its index."""
     if isinstance(texts, (str, bytes)):
-        raise TypeError("texts must be a sequence of strings, not a single string")
+        raise TypeError(f"{what} must be a sequence of strings, not a single string")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+            raise TypeError(f"{what}[{i}] is {type(text).__name__}, expected str")
+        check_unicode(text, f"{what}[{i}]")
     return texts
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse a string the tokenizer cannot read (a lone surrogate such as '\\ud800')."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidArgumentError(
+            f"{where} is not valid Unicode: a lone surrogate {text[err.start]!r} at character "
+            f"{err.start}") from None
+
+
+@dataclasses.dataclass
+class Encoded:
+    """One tokenised example: ids, token types (segment 0 / 1), and for word input the word
+    of each token (None for special tokens), the words and their character spans."""
+
+    ids: list[int]
+    type_ids: list[int]
+    word_ids: list[int | None] | None = None
+    words: list[str] | None = None
+    spans: list[tuple[int, int]] | None = None
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None,
+                 max_len: int) -> list[Encoded]:
+    """Each text, or (text, pair), as ``[CLS] a [SEP] (b [SEP])`` of at most ``max_len`` ids.
+
+    A pair too long is truncated "longest first" (a token off the longer side at a time), as
+    HuggingFace does. Token types are 0 on the first segment and 1 on the second.
+    """
+    _check_max_len(max_len)
+    texts = _checked_texts(texts)
+    local = _truncating_copy(tokenizer, max_len)
+    if pairs is None:
+        encodings = local.encode_batch(texts)
+    else:
+        pairs = _checked_texts(pairs, "text pairs")
+        if len(pairs) != len(texts):
+            raise InvalidArgumentError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        encodings = local.encode_batch(list(zip(texts, pairs)))
+    out = [Encoded(e.ids, e.type_ids) for e in encodings]
+    _check_fits(out, max_len)
+    return out
+
+
+def encode_words(tokenizer: Tokenizer, words: Sequence[Sequence[str]], max_len: int
+                 ) -> list[Encoded]:
+    """Pre-split words (token classification) with the word of each token, at most
+    ``max_len`` ids (words past the end are cut off)."""
+    _check_max_len(max_len)
+    rows = []
+    for i, row in enumerate(words):
+        if isinstance(row, (str, bytes)):
+            raise TypeError(f"words[{i}] must be a list of words, not a single string")
+        rows.append(_checked_texts(row, f"words[{i}]"))
+    local = _truncating_copy(tokenizer, max_len)
+    encodings = local.encode_batch(rows, is_pretokenized=True)
+    out = [Encoded(e.ids, e.type_ids, list(e.word_ids), row)
+           for e, row in zip(encodings, rows)]
+    _check_fits(out, max_len)
+    return out
+
+
+def _check_max_len(max_len) -> None:
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
+        raise InvalidArgumentError(
+            f"max_len must be an int >= 2 (room for [CLS] and [SEP]), got {max_len!r}")
+
+
+def _check_fits(encoded: Sequence[Encoded], max_len: int) -> None:
+    too_long = next((i for i, e in enumerate(encoded) if len(e.ids) > max_len), None)
+    if too_long is not None:  # a foreign post-processor adding tokens truncation can't see
+        raise InvalidArgumentError(f"text {too_long} encodes to {len(encoded[too_long].ids)} ids "
+                                   f"> max_len={max_len} (the tokenizer's post-processor adds "
+                                   "tokens that truncation cannot see)")
 
 
 def _digest(parts: Sequence[str], texts: Sequence[str]) -> str:

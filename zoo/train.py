@@ -1,4 +1,4 @@
-"""One generic trainer for any registered head (classification or masked-LM).
+"""One generic trainer for any registered head (classification or masked-LM): the loop.
 
 Fast by design: length buckets keep padding low and the number of compiled shapes
 bounded; steps are pure ``jax.jit`` functions over ``nnx.split`` states (no per-call NNX
@@ -6,20 +6,19 @@ graph walk); dropout draws 16 random bits per element, not a float. Safe by desi
 ``latest`` checkpoint at every evaluation and on Ctrl-C, the ``best`` by the task's
 metric, and ``resume`` that continues bit for bit (data order and dropout keys are pure
 functions of the seed and the step).
+
+This module owns the loop (``Trainer``, ``Progress``); its parts live beside it and are
+re-exported here, so ``from zoo.train import X`` works for each of them:
+``zoo.train_config`` (``TrainConfig`` and its validation), ``zoo.optim`` (the optimizer),
+``zoo.steps`` (the jitted train and evaluation steps) and ``zoo.durability`` (checksums,
+signals, crash-test hooks).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import json
 import math
-import numbers
-import os
-import signal
-import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -27,345 +26,44 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 
 from zoo import checkpoint, sharding
 from zoo.batching import BucketBatcher
-from zoo.errors import ConfigError, InvalidArgumentError, ZooError
-from zoo.model import ZooModel, in_training_mode
-from zoo.nn import PRECISIONS, set_precision
+from zoo.durability import (  # noqa: F401  (re-exported: zoo.train's public names)
+    _CRASH_AT,
+    _PAUSE_AT,
+    CHECKSUMS,
+    ORBAX_TMP,
+    Signals,
+    Terminated,
+    _crash_hook,
+    _Signals,
+    clean_uncommitted,
+    committed_steps,
+    verify_step_checksums,
+    write_step_checksums,
+)
+from zoo.errors import InvalidArgumentError, ZooError
+from zoo.model import ZooModel
+from zoo.nn import set_precision
+from zoo.optim import make_optimizer
+from zoo.steps import Evaluator, Steps, batch_arrays  # noqa: F401  (re-exported)
 from zoo.tasks import MaskingConfig, Task, task_for
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything that defines a run (saved as ``config.json`` in the run directory)."""
-
-    model: str = "encoder-m2l-small"
-    head: str = "sst2"
-    pretrained: bool = False
-    weights: str | None = None
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs when set
-    time_limit: float | None = None  # seconds of training after which the run stops early
-    batch_size: int = 32
-    optimizer: str = "adamw"  # "adamw" (warm-up + decay), "adam" (the seed's constant adam)
-    # or "sgd" (momentum 0.9, warm-up + decay)
-    learning_rate: float | None = None  # None: the model's fine-tuning default (see resolve)
-    schedule: str = "linear"  # "linear" | "cosine" | "constant" (after warm-up)
-    warmup_fraction: float = 0.06
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    dropout: float | None = None  # None: the preset's
-    eval_every: int = 500
-    seed: int = 0
-    max_len: int | None = None  # None: the model's
-    buckets: tuple[int, ...] | None = None
-    dropout_prng: str = "threefry2x32"  # or "rbg" (faster on GPU, slower on CPU here)
-    data_dir: str | None = None
-    text_file: str | None = None  # MLM only: pre-train on this file's lines instead of SST-2
-    vocab_size: int | None = None  # of a tokenizer trained here; None: the model's
-    mesh: str | None = None  # "data=N[,model=M]"; None: every device on the data axis
-    precision: str = "float32"  # or "bf16": bf16 compute, float32 parameters and optimizer
-    stream: str | None = None  # MLM only: stream this text file or hf:NAME... (not in memory)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def validated(self, source: str | None = None) -> "TrainConfig":
-        """``self`` after ``validate_config`` (raises on the first out-of-range field)."""
-        validate_config(self, source)
-        return self
-
-    def resolved(self) -> "TrainConfig":
-        """A copy with every model-dependent default filled in (what ``config.json`` records).
-
-        The learning rate defaults to the preset's ``finetune_defaults`` when training starts
-        from pre-trained weights (about 5e-5 for BERT-family encoders), else 1e-3.
-        """
-        from zoo.registry import get_encoder
-
-        if self.learning_rate is not None:
-            return self
-        defaults = get_encoder(self.model).finetune_defaults
-        start_trained = bool(self.pretrained or self.weights)
-        lr = defaults.get("learning_rate", 1e-3) if start_trained else 1e-3
-        return dataclasses.replace(self, learning_rate=lr)
-
-
-# ------------------------------------------------------------------------------ validation
-
-# The command-line flag of each field (fields without one are named as such).
-FLAGS = {f: "--" + f.replace("_", "-") for f in (
-    "model", "head", "weights", "epochs", "max_steps", "time_limit", "batch_size", "optimizer",
-    "schedule", "warmup_fraction", "weight_decay", "dropout", "eval_every", "seed", "max_len",
-    "data_dir", "text_file", "mesh", "precision", "stream")} | {"learning_rate": "--lr"}
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("linear", "cosine", "constant")
-PRNGS = ("threefry2x32", "rbg", "unsafe_rbg")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def validate_config(cfg: "TrainConfig", source: str | None = None) -> None:
-    """Check every field's type and range before any work, naming the flag that is wrong.
-
-    One function for the command line and for ``train_run`` from Python, so both refuse the
-    same things (NaN learning rates, dropout 2, zero steps...). With ``source`` (a run's
-    ``config.json``) the message names the file and the field instead of the flag, and the
-    error is a ``ConfigError``.
-    """
-    def bad(field: str, must: str):
-        value = getattr(cfg, field)
-        if source is None:
-            raise InvalidArgumentError(f"{FLAGS.get(field, field)} must be {must}, got {value!r}")
-        raise ConfigError(f"{source}: {field} must be {must}, got {value!r}")
-
-    def positive_int(field: str, optional: bool = False, minimum: int = 1):
-        value = getattr(cfg, field)
-        if not (optional and value is None) and not (_is_int(value) and value >= minimum):
-            bad(field, f"an integer >= {minimum}")
-
-    def real(field: str, low: float, high: float = math.inf, *, low_open: bool = False,
-             high_open: bool = True, optional: bool = False):
-        value = getattr(cfg, field)
-        if optional and value is None:
-            return
-        ok = _is_real(value) and math.isfinite(value) \
-            and (value > low if low_open else value >= low) \
-            and (value < high if high_open else value <= high)
-        if not ok:
-            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-            span = f"> {low:g}" if high == math.inf and low_open else (
-                f">= {low:g}" if high == math.inf else f"in {lo}{low:g}, {high:g}{hi}")
-            bad(field, f"a finite number {span}")
-
-    for field in ("model", "head"):
-        if not isinstance(getattr(cfg, field), str) or not getattr(cfg, field):
-            bad(field, "a registered name")
-    for field in ("weights", "data_dir", "text_file", "stream"):
-        value = getattr(cfg, field)
-        if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value)):
-            bad(field, "a path")
-    if not isinstance(cfg.pretrained, bool):
-        bad("pretrained", "true or false")
-    real("epochs", 0.0, low_open=True)
-    positive_int("max_steps", optional=True)
-    real("time_limit", 0.0, low_open=True, optional=True)
-    positive_int("batch_size")
-    if cfg.optimizer not in OPTIMIZERS:
-        bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
-    real("learning_rate", 0.0, low_open=True, optional=True)
-    if cfg.schedule not in SCHEDULES:
-        bad("schedule", f"one of {', '.join(SCHEDULES)}")
-    real("warmup_fraction", 0.0, 1.0)
-    real("weight_decay", 0.0)
-    real("clip_norm", 0.0, low_open=True)
-    real("dropout", 0.0, 1.0, optional=True)
-    positive_int("eval_every")
-    if not (_is_int(cfg.seed) and 0 <= cfg.seed < 2**32):
-        bad("seed", "an integer in [0, 2**32)")
-    positive_int("max_len", optional=True, minimum=2)  # room for [CLS] and [SEP]
-    if cfg.buckets is not None and not (
-            isinstance(cfg.buckets, (tuple, list)) and cfg.buckets
-            and all(_is_int(b) and b >= 1 for b in cfg.buckets)):
-        bad("buckets", "a non-empty list of positive lengths")
-    if cfg.dropout_prng not in PRNGS:
-        bad("dropout_prng", f"one of {', '.join(PRNGS)}")
-    positive_int("vocab_size", optional=True, minimum=6)  # more than the 5 special tokens
-    if cfg.precision not in PRECISIONS:
-        bad("precision", f"one of {', '.join(PRECISIONS)}")
-    if cfg.mesh is not None:
-        if not isinstance(cfg.mesh, str):
-            bad("mesh", "data=N[,model=M]")
-        try:
-            sharding.parse_mesh(cfg.mesh)
-        except InvalidArgumentError:
-            bad("mesh", "data=N[,model=M] with positive integers")
-    if cfg.stream is not None and cfg.text_file is not None:
-        bad("stream", "unset when --text-file is given (one corpus)")
-
-
-# ------------------------------------------------------------------------------ optimizer
-
-
-def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping + AdamW with warm-up and decay; ``adam`` is the seed's recipe."""
-    cfg = cfg.resolved()
-    if cfg.optimizer == "adam":
-        return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(cfg.learning_rate))
-    if cfg.optimizer not in OPTIMIZERS:
-        raise InvalidArgumentError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not "
-                                   f"{cfg.optimizer!r}")
-    warmup = max(1, int(cfg.warmup_fraction * total_steps))
-    decay_steps = max(1, total_steps - warmup)
-    after = {
-        "linear": optax.linear_schedule(cfg.learning_rate, 0.0, decay_steps),
-        "cosine": optax.cosine_decay_schedule(cfg.learning_rate, decay_steps),
-        "constant": optax.constant_schedule(cfg.learning_rate),
-    }
-    if cfg.schedule not in after:
-        raise InvalidArgumentError(f"schedule must be one of {sorted(after)}, not {cfg.schedule!r}")
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.learning_rate, warmup), after[cfg.schedule]], [warmup]
-    )
-
-    def decay_mask(params):  # no weight decay on biases and LayerNorm scales
-        return jax.tree.map(lambda p: p.ndim > 1, params)
-
-    if cfg.optimizer == "sgd":
-        return optax.chain(
-            optax.clip_by_global_norm(cfg.clip_norm),
-            optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
-            optax.sgd(schedule, momentum=0.9),
-        )
-
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask),
-    )
-
-
-# ------------------------------------------------------------------------------ steps
-
-
-def batch_arrays(batch) -> dict[str, np.ndarray]:
-    """The device-side fields of a ``Batch`` (indices stay on the host)."""
-    return {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "labels": batch.labels,
-        "weights": batch.weights,
-        **batch.extras,
-    }
-
-
-class Evaluator:
-    """A jitted, dropout-free forward of ``task`` over exact evaluation batches.
-
-    Batches are split along the mesh's ``data`` axis (replicated when their row count does
-    not divide evenly); every process feeds its rows and gets the same metrics.
-    """
-
-    def __init__(self, model: ZooModel, task: Task, mesh=None):
-        was_training = in_training_mode(model)
-        model.eval()
-        self.graph, _ = nnx.split(model)
-        if was_training:
-            model.train()
-        self.task = task
-        self.mesh = mesh if mesh is not None else sharding.make_mesh()
-        self.step = jax.jit(self._step)
-
-    def _step(self, model_state, batch):
-        _, update, outputs = self.task.forward(nnx.merge(self.graph, model_state), batch, None)
-        return update, outputs
-
-    def run(self, model_state, data: BucketBatcher, collect: bool = False):
-        """Metrics over every example once; with ``collect`` also (indices, logits)."""
-        total, indices, logits = None, [], []
-        for plan in data.eval_plan():
-            batch = data.make_batch(plan)
-            update, outputs = self.step(model_state,
-                                        sharding.global_batch(batch_arrays(batch), self.mesh))
-            total = update if total is None else total.merge(update)
-            if collect and "logits" in outputs:
-                real = batch.weights > 0
-                indices.append(batch.indices[real])
-                logits.append(sharding.to_host(outputs["logits"])[real])
-        metrics = {k: float(v) for k, v in total.compute().items()}
-        if collect:
-            return metrics, np.concatenate(indices), np.concatenate(logits)
-        return metrics
-
-
-class Steps:
-    """Jitted train step over split NNX states, laid out on a device mesh, plus the evaluator.
-
-    ``nnx.jit`` would re-walk the module graph in Python on every call; splitting once and
-    jitting pure functions of the states removes that overhead, which small models feel.
-    The states are placed per ``zoo.sharding`` (parameters by the model's partition rules,
-    optimizer state like its parameters); batches come split along ``data``, so the step is
-    data-parallel SPMD with one gradient all-reduce, on one device or many.
-    """
-
-    def __init__(self, model: ZooModel, optimizer: nnx.Optimizer, task: Task, mesh=None):
-        self.mesh = mesh if mesh is not None else sharding.make_mesh()
-        self.evaluator = Evaluator(model, task.for_eval, self.mesh)
-        model.train()
-        self.train_graph, model_state = nnx.split(model)
-        model.eval()
-        self.opt_graph, opt_state = nnx.split(optimizer)
-        rules = getattr(model, "partition_rules", ())
-        self.model_shardings = sharding.param_shardings(model_state, self.mesh, rules)
-        self.opt_shardings = sharding.follower_shardings(
-            opt_state, model_state, self.model_shardings, self.mesh)
-        self.model_state = sharding.place(model_state, self.model_shardings)
-        self.opt_state = sharding.place(opt_state, self.opt_shardings)
-        self.task = task
-        replicated = sharding.replicated(self.mesh)
-        self.train = jax.jit(self._train, donate_argnums=(0, 1),
-                             out_shardings=(self.model_shardings, self.opt_shardings,
-                                            replicated, replicated))
-
-    def _train(self, model_state, opt_state, batch, key):
-        """One step -> (model state, optimizer state, metrics update, loss); the trainer
-        checks the loss of each step for NaN and infinity."""
-        model = nnx.merge(self.train_graph, model_state)
-        optimizer = nnx.merge(self.opt_graph, opt_state)
-
-        def loss_fn(model):
-            loss, update, _ = self.task.forward(model, batch, key)
-            return loss, update
-
-        (loss, update), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        optimizer.update(model, grads)
-        return nnx.state(model), nnx.state(optimizer), update, loss
-
-    def model(self) -> ZooModel:
-        """The current parameters as an eval-mode model."""
-        return nnx.merge(self.evaluator.graph, self.model_state)
-
-    def compiled_shapes(self) -> int:
-        """How many programs the train step has compiled (bounded by the bucket count)."""
-        return self.train._cache_size()
-
-
-# ------------------------------------------------------------------------------ the trainer
-
-CHECKSUMS = "zoo_checksums.json"  # inside each orbax step folder, written after orbax commits
-ORBAX_TMP = ".orbax-checkpoint-tmp"  # orbax's marker of a step folder that never committed
-# Test hooks (zoo_tests/test_faults.py), read once; unset, they cost one string comparison.
-# ZOO_TEST_CRASH_AT=EVENT:N ends the process as SIGKILL would (os._exit, no cleanup) at the
-# Nth EVENT: "step" (global step N dispatched), "checkpoint-write" (the Nth save of this
-# process: orbax's temporary step folder exists, not yet committed) or "checksums" (orbax
-# committed, our checksums not yet written). ZOO_TEST_PAUSE_AT=step:N prints "paused" on
-# stderr and sleeps, so a test can signal a trainer at a known point.
-_CRASH_AT = os.environ.get("ZOO_TEST_CRASH_AT", "")
-_PAUSE_AT = os.environ.get("ZOO_TEST_PAUSE_AT", "")
-
-
-def _crash_hook(event: str, count: int) -> None:
-    if _CRASH_AT and _CRASH_AT == f"{event}:{count}":
-        os._exit(137)
-    if _PAUSE_AT and _PAUSE_AT == f"{event}:{count}":
-        print(f"paused at {event} {count} (pid {os.getpid()})", file=sys.stderr, flush=True)
-        time.sleep(120)
+from zoo.train_config import (  # noqa: F401  (re-exported)
+    FLAGS,
+    OPTIMIZERS,
+    PRNGS,
+    SCHEDULES,
+    TrainConfig,
+    _is_int,
+    _is_real,
+    validate_config,
+)
 
 
 class TrainingDivergedError(ZooError, FloatingPointError):
     """The training loss became NaN or infinite; no checkpoint of that state is written."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is (checkpoint, then exit) but told apart by the caller."""
 
 
 @dataclasses.dataclass
@@ -374,112 +72,6 @@ class Progress:
     best: float | None = None
     best_step: int | None = None
     train_seconds: float = 0.0
-
-
-def clean_uncommitted(directory: Path) -> list[Path]:
-    """Remove orbax's uncommitted step folders (a crash mid-write) under ``directory``.
-
-    Only folders orbax itself names ``<step>.orbax-checkpoint-tmp*`` are removed: they are
-    never a usable checkpoint, and leaving them makes orbax warn on every later save.
-    """
-    import shutil
-
-    removed = []
-    if directory.is_dir():
-        for kind in directory.iterdir():
-            for entry in (kind.iterdir() if kind.is_dir() else ()):
-                if ORBAX_TMP in entry.name and entry.is_dir():
-                    shutil.rmtree(entry)
-                    removed.append(entry)
-    return removed
-
-
-def committed_steps(directory: Path) -> list[int]:
-    """Steps of ``directory`` (``checkpoints/<kind>``) whose orbax write committed."""
-    if not directory.is_dir():
-        return []
-    return sorted(int(e.name) for e in directory.iterdir() if e.name.isdigit() and e.is_dir())
-
-
-def write_step_checksums(step_dir: Path) -> None:
-    """Record the sha256 of every file of a committed step folder (atomically, beside them)."""
-    from zoo.fsutil import atomic_write_text
-
-    sums = checkpoint.file_checksums(step_dir)
-    sums.pop(CHECKSUMS, None)
-    atomic_write_text(step_dir / CHECKSUMS, json.dumps(sums, indent=1, sort_keys=True) + "\n")
-
-
-def verify_step_checksums(step_dir: Path) -> None:
-    """Fail with one line naming the first file of the step folder that does not match.
-
-    A step without a checksums file (written by an older zoo, or a crash in the instant
-    between orbax's commit and our record) is accepted with a warning.
-    """
-    record = step_dir / CHECKSUMS
-    if not record.is_file():
-        warnings.warn(f"{step_dir} has no {CHECKSUMS}; its files cannot be verified")
-        return
-    try:
-        recorded = json.loads(record.read_text(encoding="utf-8"))
-    except ValueError:  # JSON and UTF-8 errors alike
-        recorded = None
-    if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
-        raise checkpoint.IntegrityError(f"{record}: corrupted (not a JSON map of checksums); "
-                                        "the checkpoint cannot be trusted")
-    found = checkpoint.file_checksums(step_dir)
-    found.pop(CHECKSUMS, None)
-    for name in sorted(set(recorded) | set(found)):
-        if name not in found:
-            raise checkpoint.IntegrityError(f"{step_dir / name}: missing (the checkpoint is "
-                                            "incomplete)")
-        if found[name] != recorded.get(name):
-            what = "not part of the checkpoint" if name not in recorded else "checksum mismatch"
-            raise checkpoint.IntegrityError(
-                f"{step_dir / name}: {what}, the checkpoint is corrupted; restore the file, or "
-                "delete this run's checkpoints/ and train again")
-
-
-class _Signals:
-    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` (``Terminated``), but never inside a
-    checkpoint write: a signal that arrives there is held until the write is done, so the
-    checkpoint on disk is always whole. Installed only in the main thread; restored on exit.
-    """
-
-    def __init__(self):
-        self.pending: type[BaseException] | None = None
-        self.critical = 0
-        self.previous: dict[int, Any] = {}
-
-    def _handler(self, signum, frame):
-        kind = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
-        if self.critical:
-            self.pending = self.pending or kind
-        else:
-            raise kind()
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous.clear()
-
-    @contextlib.contextmanager
-    def held(self):
-        """Hold signals for the duration of the block; deliver a held one at its end."""
-        self.critical += 1
-        try:
-            yield
-        finally:
-            self.critical -= 1
-        if not self.critical and self.pending is not None:
-            kind, self.pending = self.pending, None
-            raise kind()
 
 
 class Trainer:
@@ -510,7 +102,7 @@ class Trainer:
         self.progress = Progress()
         self.show_progress = show_progress
         self._managers: dict[str, Any] = {}
-        self._signals = _Signals()
+        self._signals = Signals()
         self._saves = 0
         # Training metrics since the last evaluation: checkpointed too, so a run resumed
         # between two evaluations logs exactly what an uninterrupted one does.
@@ -650,7 +242,7 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------
 
     def evaluate(self, data: BucketBatcher | None = None, collect: bool = False):
-        """Exact metrics over every example; with ``collect``, also (indices, logits)."""
+        """Exact metrics over every example; with ``collect``, also the collected outputs."""
         return self.steps.evaluator.run(self.steps.model_state, data or self.eval_data, collect)
 
     # -- training ------------------------------------------------------------------

@@ -1,73 +1,25 @@
-"""Tasks: what the generic trainer needs to know about a head — its loss and its metrics.
+"""Masked-LM pre-training: BERT-style masking and the loss over masked positions only.
 
-A task turns (model, batch, dropout key) into a scalar loss and a ``clu.metrics.Collection``
-update. Filler rows (``batch.weights == 0``, used to keep batch shapes fixed) never count.
+Filler rows (``batch.weights == 0``, used to keep batch shapes fixed) never count.
 """
 
 
 import dataclasses
 import math
-from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 from clu import metrics
-from flax import nnx
 
-
-@flax.struct.dataclass
-class ClassificationMetrics(metrics.Collection):
-    accuracy: metrics.Accuracy
-    loss: metrics.Average.from_output("loss")
+from zoo.tasks.base import Task, rngs_for as _rngs
 
 
 @flax.struct.dataclass
 class MLMMetrics(metrics.Collection):
     masked_accuracy: metrics.Average.from_output("correct")
     loss: metrics.Average.from_output("loss")
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """How to train and evaluate one kind of head."""
-
-    name: str
-    metrics: type[metrics.Collection]
-    best_metric: str  # the metric that picks the best checkpoint
-    higher_is_better: bool
-    # (model, batch, key | None) -> (loss, metrics update, outputs for reports)
-    forward: Callable[..., tuple[jax.Array, Any, dict]]
-    # The task dev data is scored with (its metrics and best_metric), when training needs
-    # inputs dev data lacks (e.g. a teacher's logits in distillation); None: this task.
-    eval_task: "Task | None" = None
-
-    @property
-    def for_eval(self) -> "Task":
-        return self.eval_task or self
-
-    def better(self, new: float, old: float | None) -> bool:
-        if old is None:
-            return True
-        return new > old if self.higher_is_better else new < old
-
-
-def _rngs(key):
-    return None if key is None else nnx.Rngs(dropout=key)
-
-
-def classification_forward(model, batch, key):
-    logits = model(batch["input_ids"], batch["attention_mask"], rngs=_rngs(key))
-    logits = logits.astype(jnp.float32)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
-    weights = batch["weights"]
-    loss = jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-    valid = weights > 0
-    update = ClassificationMetrics.single_from_model_output(
-        logits=logits, labels=batch["labels"], loss=per_example, mask=valid
-    )
-    return loss, update, {"logits": logits}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,15 +86,26 @@ def make_mlm_forward(cfg: MaskingConfig):
     return mlm_forward
 
 
-CLASSIFICATION = Task("classification", ClassificationMetrics, "accuracy", True,
-                      classification_forward)
+class MaskedLM(Task):
+    """Masked-LM pre-training; ``bind(masking=MaskingConfig(...))`` gives the trainable task
+    (the mask id and special ids come from the run's tokenizer)."""
 
+    name = "mlm"
+    head = "mlm"
+    metrics = MLMMetrics
+    best_metric = "loss"
+    higher_is_better = False
 
-def task_for(head_kind: str, masking: MaskingConfig | None = None) -> Task:
-    if head_kind == "classification":
-        return CLASSIFICATION
-    if head_kind == "mlm":
+    def __init__(self, masking: MaskingConfig | None = None):
+        super().__init__()
+        self.masking = masking
+
+    def bind(self, masking: MaskingConfig | None = None, **_) -> "MaskedLM":
         if masking is None:
             raise ValueError("the MLM task needs a MaskingConfig (mask id, vocab, special ids)")
-        return Task("mlm", MLMMetrics, "loss", False, make_mlm_forward(masking))
-    raise ValueError(f"no training task for head kind {head_kind!r}")
+        return MaskedLM(masking)
+
+    def forward(self, model, batch, key):
+        if self.masking is None:
+            raise ValueError("the MLM task needs a MaskingConfig: use task.bind(masking=...)")
+        return make_mlm_forward(self.masking)(model, batch, key)

@@ -1,0 +1,22 @@
+"""Tasks as registered objects: ``get_task(name)`` / ``task_for(name, **context)``.
+
+Built in: ``classification`` (one text or a pair, N named classes), ``regression`` (one float
+per text or pair), ``token-classification`` (one tag per word) and ``mlm`` (masked-LM
+pre-training). A head's ``kind`` names its task. Distillation builds its own task on the
+same interface (``zoo.distill.distill_task``). A new task: a module with a ``Task`` subclass
+and one ``register_task`` line below.
+"""
+
+from zoo.tasks.base import (IGNORE, Task, get_task, pearson, rankdata, register_task,  # noqa: F401
+                            spearman, task_for, task_names)
+from zoo.tasks.classification import (Classification, ClassificationMetrics,  # noqa: F401
+                                      Prediction, confusion_f1, confusion_mcc)
+from zoo.tasks.mlm import MaskedLM, MaskingConfig, MLMMetrics, mask_tokens  # noqa: F401
+from zoo.tasks.regression import Regression, RegressionMetrics, Score  # noqa: F401
+from zoo.tasks.token_classification import (Entity, Tagged, TokenClassification,  # noqa: F401
+                                            TokenMetrics)
+
+CLASSIFICATION = register_task(Classification())
+REGRESSION = register_task(Regression())
+TOKEN_CLASSIFICATION = register_task(TokenClassification())
+MLM = register_task(MaskedLM())
