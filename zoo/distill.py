@@ -324,7 +324,7 @@ def compute_outputs(teacher: ZooModel, texts: Sequence, batch_size: int = 64,
     if not _classifies(teacher) or teacher.tokenizer is None:
         raise InvalidArgumentError("the teacher must be a classifier with its tokenizer (a "
                                    "fine-tuned run or model directory)")
-    max_len = teacher.config.max_len
+    max_len = teacher.info.input_len
     buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))
     pad = special_ids(teacher.tokenizer)["pad"]
     forward, state = _teacher_forward(teacher)

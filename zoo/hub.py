@@ -16,6 +16,7 @@ and JSON) and the ``Converted`` results families hand it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -215,6 +216,8 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
     # Build abstractly (no initialisation cost), except a head that must be initialised.
     labels = (stored_heads.get(head) or {}).get("labels") if restore_head else None
     info = model_info(name, config, head, num_classes, labels)
+    if isinstance(manifest.get("max_len"), int):
+        info = dataclasses.replace(info, max_len=manifest["max_len"])
     encoder = abstract_encoder(name, config)
     expected = checkpoint.module_params(encoder, "encoder/")
     prefixes: tuple[str, ...] = ("encoder/",)

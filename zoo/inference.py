@@ -96,7 +96,7 @@ def predict(model, texts, batch_size: int = 64) -> list:
     items = check_items(texts)
     if not items:
         return []
-    max_len = model.config.max_len
+    max_len = model.info.input_len
     # Finer than training's buckets: items are sorted by length, so each chunk pads only to
     # its own longest item rounded up to 8 (a few more compiled shapes, far less padding).
     buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))

@@ -26,6 +26,13 @@ class ModelInfo:
     head_kind: str | None = None
     num_classes: int | None = None
     labels: tuple[str, ...] | None = None
+    # The length the model was trained at (inputs are truncated to it); None: config.max_len.
+    max_len: int | None = None
+
+    @property
+    def input_len(self) -> int:
+        """Tokens per input at most: the trained length, within the encoder's positions."""
+        return min(self.max_len or self.config.max_len, self.config.max_len)
 
     def to_dict(self) -> dict:
         return {
@@ -35,6 +42,7 @@ class ModelInfo:
             "head_kind": self.head_kind,
             "num_classes": self.num_classes,
             "labels": list(self.labels) if self.labels else None,
+            "max_len": self.max_len,
         }
 
 

@@ -138,7 +138,7 @@ def tokenizer_for(model: ZooModel, texts: list[str], cfg):
 
 
 def max_len_and_buckets(model: ZooModel, cfg) -> tuple[int, tuple[int, ...]]:
-    max_len = min(cfg.max_len or model.config.max_len, model.config.max_len)
+    max_len = min(cfg.max_len or model.info.input_len, model.config.max_len)
     return max_len, buckets_for(max_len, tuple(cfg.buckets or DEFAULT_BUCKETS))
 
 

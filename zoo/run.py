@@ -265,6 +265,7 @@ def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path,
         best = trainer.best_model()
     finally:
         trainer.close()
+    best.info = dataclasses.replace(best.info, max_len=max_len_and_buckets(best, cfg)[0])
     export_model(best, run_dir / "model", tokenizer_path,
                  source={"kind": "pre-trained" if data.task_data is None else "fine-tuned",
                          "run": str(run_dir), "best_step": progress.best_step,
@@ -351,6 +352,8 @@ def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source
         return out
     manifest = {"model": model.info.encoder, "config": model.config.to_dict(), "heads": heads,
                 "default_head": model.info.head, "source": source}
+    if model.info.max_len is not None:
+        manifest["max_len"] = model.info.max_len
     return checkpoint.save_model_dir(out, params, manifest, tokenizer=tokenizer_path,
                                      overwrite=True)
 

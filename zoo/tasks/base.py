@@ -98,6 +98,11 @@ class Task:
 
         return encode_texts(tokenizer, examples.texts, examples.pairs, max_len), examples.labels
 
+    def output_shape(self, batch: int, length: int, config, size: int | None) -> tuple:
+        """The shape of the head's outputs for (batch, length) token ids (``size``: the
+        head's output count)."""
+        return (batch, size)
+
     def head_size(self, label_names: Sequence[str] | None) -> int | None:
         """The head's output count for these label names (None: the head needs none)."""
         return len(label_names) if self.has_classes and label_names else None

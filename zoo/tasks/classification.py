@@ -67,6 +67,7 @@ def confusion_f1(counts: np.ndarray) -> float:
     predicted), as scikit-learn's ``f1_score(average="macro")``."""
     if counts.size == 0:
         return 0.0
+    counts = counts.astype(np.float64)
     tp = np.diag(counts)
     fp, fn = counts.sum(0) - tp, counts.sum(1) - tp
     denominator = 2 * tp + fp + fn

@@ -100,6 +100,9 @@ class MaskedLM(Task):
         super().__init__()
         self.masking = masking
 
+    def output_shape(self, batch, length, config, size) -> tuple:
+        return (batch, length, config.vocab_size)
+
     def bind(self, masking: MaskingConfig | None = None, **_) -> "MaskedLM":
         if masking is None:
             raise ValueError("the MLM task needs a MaskingConfig (mask id, vocab, special ids)")

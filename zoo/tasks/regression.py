@@ -23,34 +23,51 @@ from zoo.tasks.classification import _shown
 
 @flax.struct.dataclass
 class Pearson(metrics.Metric):
-    """Pearson correlation from running sums (n, x, y, xx, yy, xy) of the unmasked rows."""
+    """Pearson correlation from centred running statistics of the unmasked rows: count,
+    means, sums of squared deviations and of co-deviations, merged with Chan et al.'s
+    pairwise update (raw float32 power sums would cancel for scores far from zero)."""
 
-    sums: jax.Array  # (6,)
+    stats: jax.Array  # (6,): n, mean_x, mean_y, m2_x, m2_y, c_xy
 
     @classmethod
     def empty(cls) -> "Pearson":
-        return cls(sums=jnp.zeros(6, jnp.float32))
+        return cls(stats=jnp.zeros(6, jnp.float32))
 
     @classmethod
     def from_model_output(cls, scores, targets, mask, **_) -> "Pearson":
         w = mask.astype(jnp.float32)
         x, y = scores.astype(jnp.float32), targets.astype(jnp.float32)
-        return cls(sums=jnp.stack([w.sum(), (w * x).sum(), (w * y).sum(), (w * x * x).sum(),
-                                   (w * y * y).sum(), (w * x * y).sum()]))
+        n = w.sum()
+        safe = jnp.maximum(n, 1.0)
+        mx, my = (w * x).sum() / safe, (w * y).sum() / safe
+        dx, dy = (x - mx) * w, (y - my) * w
+        return cls(stats=jnp.stack([n, mx, my, (dx * dx).sum(), (dy * dy).sum(),
+                                    (dx * dy).sum()]))
 
     def merge(self, other: "Pearson") -> "Pearson":
-        return type(self)(sums=self.sums + other.sums)
+        na, mxa, mya, xxa, yya, xya = self.stats
+        nb, mxb, myb, xxb, yyb, xyb = other.stats
+        n = na + nb
+        share = jnp.where(n > 0, nb / jnp.maximum(n, 1.0), 0.0)
+        dx, dy = mxb - mxa, myb - mya
+        cross = na * share  # na * nb / n
+        return type(self)(stats=jnp.stack([
+            n, mxa + dx * share, mya + dy * share, xxa + xxb + dx * dx * cross,
+            yya + yyb + dy * dy * cross, xya + xyb + dx * dy * cross]))
 
     def reduce(self) -> "Pearson":
-        return type(self)(sums=self.sums.sum(0)) if self.sums.ndim == 2 else self
+        if self.stats.ndim == 1:
+            return self
+        total = type(self)(stats=self.stats[0])
+        for row in self.stats[1:]:
+            total = total.merge(type(self)(stats=row))
+        return total
 
     def compute(self):
-        n, sx, sy, sxx, syy, sxy = (float(v) for v in np.asarray(self.sums, np.float64))
-        if n < 2:
+        n, _, _, xx, yy, xy = (float(v) for v in np.asarray(self.stats, np.float64))
+        if n < 2 or xx <= 0 or yy <= 0:
             return 0.0
-        covariance = sxy - sx * sy / n
-        spread = (sxx - sx * sx / n) * (syy - sy * sy / n)
-        return covariance / np.sqrt(spread) if spread > 0 else 0.0
+        return xy / np.sqrt(xx * yy)
 
 
 @flax.struct.dataclass

@@ -72,6 +72,9 @@ class TokenClassification(Task):
     label_kind = "tags"
     collect = ("tags", "scored")
 
+    def output_shape(self, batch, length, config, size) -> tuple:
+        return (batch, length, size)
+
     def forward(self, model, batch, key):
         logits = head_forward(model, batch, key)  # (B, L, C)
         labels = batch["labels"]

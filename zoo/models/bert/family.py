@@ -332,6 +332,23 @@ def _read_json(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
 
 
+def _check_complete(path: Path) -> None:
+    """One line naming what a folder lacks to be an HF checkpoint (config, weights)."""
+    from zoo.registry import WeightsNotFoundError
+
+    if not path.is_dir():
+        raise WeightsNotFoundError(f"{path} is not a folder; expected a HuggingFace checkpoint "
+                                   "folder (config.json and model.safetensors or "
+                                   "pytorch_model.bin)")
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if missing:
+        raise WeightsNotFoundError(
+            f"{path} is not a complete HuggingFace checkpoint: it lacks {' and '.join(missing)} "
+            "(copy the whole folder, or pass a hub id owner/name to download it)")
+
+
 def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any(
         (path / name).is_file() for name in WEIGHT_FILES)
@@ -345,6 +362,7 @@ def convert_folder(path: str | Path, name: str | None = None,
     from zoo.registry import get_encoder, list_models
 
     path = Path(path).expanduser()
+    _check_complete(path)
     hf = _read_json(path / "config.json")
     config = config_from_hf(hf, where=str(path / "config.json"))
     model = name or _preset_for(config, hf, list_models())
