@@ -17,7 +17,8 @@ SHARED_SST2 = ROOT.parent / "shared" / "data" / "SST-2"
 
 
 def _env() -> dict:
-    env = {"ZOO_SST2_DIR": os.environ.get("ZOO_SST2_DIR", str(SHARED_SST2))}
+    env = {"ZOO_SST2_DIR": os.environ.get("ZOO_SST2_DIR", str(SHARED_SST2)),
+           "ZOO_GLUE_DIR": os.environ.get("ZOO_GLUE_DIR", str(SHARED_SST2.parent))}
     env.setdefault("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
     return env
 

@@ -670,7 +670,7 @@ def table_rows(results: dict, plans: dict[str, Plan]) -> list[dict]:
                                               for m in SHOWN[key] if m in metrics)
             row["train s"] = round(r["train_seconds"], 1 if r["train_seconds"] >= 1 else 3)
             if r.get("epochs") is not None:
-                row["epochs"] = r["epochs"]
+                row["epochs"] = f"{r['epochs']:.3g}"
             if r.get("steps"):
                 row["steps"] = r["steps"]
             step = _step_seconds(r)
@@ -715,7 +715,8 @@ def render(results: dict, plans: dict[str, Plan], info: dict, quick: bool, secon
         "(`zoo.tasks.entities.entity_scores`). `train s`: the training steps only, dev "
         "evaluations excluded (the zoo's includes its JIT compilations); `step time / torch's`: "
         "the row's seconds per step over the torch row's (< 1: faster; for encoder-m2l-mini "
-        "a smaller model against the torch MiniLM).",
+        "a smaller model against the torch MiniLM). The zoo batches by length buckets, so an "
+        "epoch may hold a few more (partial) batches than the peer's.",
     ]
     if quick:
         lines += ["", f"Quick: the first {QUICK_TRAIN} training and {QUICK_DEV} dev examples "

@@ -208,7 +208,8 @@ def read_labelled_file(spec: DatasetSpec, path: str | Path, task: str,
     glue = spec.glue
     if glue is not None:
         rows = _read_table(path, "tsv", glue.columns if labelled else glue.columns[:2] + (None,),
-                           header=glue.header, hint=f"a file in the layout of GLUE {glue.folder}")
+                           header=glue.header, hint=f"a file in the layout of GLUE {glue.folder}",
+                           layout=f"GLUE's {glue.folder}")
     else:
         columns = (spec.text_column, spec.text_pair_column, spec.label_column if labelled
                    else None)
@@ -289,7 +290,8 @@ def _read_glue(spec: DatasetSpec) -> dict[str, _Rows]:
                                    f"(or set ${GLUE_ENV}) to a folder holding GLUE's "
                                    f"{glue.folder} files train.tsv and {glue.dev_file}.")
     hint = f"pass --data-dir or set ${GLUE_ENV}: a folder in GLUE's {glue.folder} layout"
-    return {split: _read_table(folder / name, "tsv", glue.columns, header=glue.header, hint=hint)
+    return {split: _read_table(folder / name, "tsv", glue.columns, header=glue.header, hint=hint,
+                               layout=f"GLUE's {glue.folder}")
             for split, name in (("train", "train.tsv"), ("validation", glue.dev_file))}
 
 
@@ -330,8 +332,9 @@ _FLAGS = ("--text-column", "--text-pair-column", "--label-column")
 
 
 def _read_table(path: Path, fmt: str, columns: tuple, *, header: tuple | None = None,
-                hint: str = "check the path") -> _Rows:
-    """CSV (standard quoting) or TSV (no quoting: quotes are text, as in GLUE)."""
+                hint: str = "check the path", layout: str | None = None) -> _Rows:
+    """CSV (standard quoting) or TSV (no quoting: quotes are text, as in GLUE). ``layout``
+    names a fixed layout (a GLUE task's) for a header that lacks its columns."""
     text = _read_utf8(path, hint=hint)
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, len(text) + 1))
@@ -340,13 +343,20 @@ def _read_table(path: Path, fmt: str, columns: tuple, *, header: tuple | None = 
                                                             "quoting": csv.QUOTE_NONE}
         reader = csv.reader(io.StringIO(text, newline=""), **options)
         names = list(header) if header is not None else next(reader, None)
+        wanted = [c for c in columns if c is not None]
         if names is None:
-            raise DataFormatError(f"{path}: empty file (expected a header line)")
+            what = f"of {layout} (columns" if layout else "(columns"
+            raise DataFormatError(f"{path}, line 1: expected the header {what} "
+                                  f"{', '.join(map(repr, wanted))}), found an empty file")
         names = [n.strip().lstrip("\ufeff") for n in names]
         index = []
         for column, flag in zip(columns, _FLAGS):
             if column is None:
                 index.append(None)
+            elif column not in names and layout is not None:
+                raise DataFormatError(f"{path}, line 1: expected the header of {layout} "
+                                      f"(columns {', '.join(map(repr, wanted))}), found "
+                                      f"{chr(9).join(names)!r}")
             elif column not in names:
                 raise _missing_column(path, column, names, flag)
             else:
@@ -677,8 +687,11 @@ def class_id(value, names: Sequence[str], where: str) -> int:
         raise DataFormatError(f"{where}: label {value!r} is a float; a classification label is "
                               "an integer or a name (use --task regression for scores)")
     numeric_names = all(_number(n) is not None for n in names)
-    if number is not None and not numeric_names and 0 <= int(number) < len(names):
-        return int(number)
+    if number is not None and not numeric_names:
+        if 0 <= int(number) < len(names):
+            return int(number)
+        raise DataFormatError(f"{where}: label {value!r} is outside 0..{len(names) - 1} (the "
+                              f"class ids of {', '.join(names)})")
     raise DataFormatError(f"{where}: label {value!r} is neither a number nor a known name "
                           f"(labels: {', '.join(names)})")
 

@@ -53,7 +53,8 @@ METHOD_SECTIONS = ("distill",)
 # Everything a run writes. --overwrite and a restart remove these names and nothing else.
 RUN_ENTRIES = frozenset({
     CONFIG, checkpoint.TOKENIZER, "checkpoints", "metrics.jsonl", "tb", "model", "summary.json",
-    "dev_report.txt", "dev_report.json", "dev_confusion.png", "curves.png", FolderLock.NAME})
+    "dev_report.txt", "dev_report.json", "dev_confusion.png", "dev_scatter.png", "curves.png",
+    FolderLock.NAME})
 
 
 def _own_entry(name: str) -> bool:

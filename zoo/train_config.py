@@ -92,8 +92,10 @@ FLAGS = {f: "--" + f.replace("_", "-") for f in (
     "schedule", "warmup_fraction", "weight_decay", "dropout", "eval_every", "seed", "max_len",
     "data_dir", "text_file", "mesh", "precision", "stream", "dataset", "train_file",
     "validation_file", "test_file", "text_column", "text_pair_column", "label_column",
-    "task")} | {"learning_rate": "--lr"}
+    "task", "vocab_size")} | {"learning_rate": "--lr"}
 OPTIMIZERS = ("adamw", "adam", "sgd")
+MAX_BATCH_SIZE = 65_536  # rows per step; more would not fit a device's memory anyway
+MAX_VOCAB_SIZE = 1_000_000  # tokens of a tokenizer trained here
 SCHEDULES = ("linear", "cosine", "constant")
 PRNGS = ("threefry2x32", "rbg", "unsafe_rbg")
 
@@ -120,10 +122,15 @@ def validate_config(cfg: "TrainConfig", source: str | None = None) -> None:
             raise InvalidArgumentError(f"{FLAGS.get(field, field)} must be {must}, got {value!r}")
         raise ConfigError(f"{source}: {field} must be {must}, got {value!r}")
 
-    def positive_int(field: str, optional: bool = False, minimum: int = 1):
+    def positive_int(field: str, optional: bool = False, minimum: int = 1,
+                     maximum: int | None = None):
         value = getattr(cfg, field)
-        if not (optional and value is None) and not (_is_int(value) and value >= minimum):
+        if optional and value is None:
+            return
+        if not (_is_int(value) and value >= minimum):
             bad(field, f"an integer >= {minimum}")
+        if maximum is not None and value > maximum:  # counts that size memory: bounded
+            bad(field, f"an integer in [{minimum}, {maximum:,}]")
 
     def real(field: str, low: float, high: float = math.inf, *, low_open: bool = False,
              high_open: bool = True, optional: bool = False):
@@ -157,7 +164,7 @@ def validate_config(cfg: "TrainConfig", source: str | None = None) -> None:
     real("epochs", 0.0, low_open=True)
     positive_int("max_steps", optional=True)
     real("time_limit", 0.0, low_open=True, optional=True)
-    positive_int("batch_size")
+    positive_int("batch_size", maximum=MAX_BATCH_SIZE)
     if cfg.optimizer not in OPTIMIZERS:
         bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
     real("learning_rate", 0.0, low_open=True, optional=True)
@@ -177,7 +184,8 @@ def validate_config(cfg: "TrainConfig", source: str | None = None) -> None:
         bad("buckets", "a non-empty list of positive lengths")
     if cfg.dropout_prng not in PRNGS:
         bad("dropout_prng", f"one of {', '.join(PRNGS)}")
-    positive_int("vocab_size", optional=True, minimum=6)  # more than the 5 special tokens
+    positive_int("vocab_size", optional=True, minimum=6,  # more than the 5 special tokens
+                 maximum=MAX_VOCAB_SIZE)
     if cfg.precision not in PRECISIONS:
         bad("precision", f"one of {', '.join(PRECISIONS)}")
     if cfg.mesh is not None:

@@ -137,7 +137,7 @@ def test_tiny_run_moves_the_student_toward_the_teacher(sst2_slice, teacher_dir, 
     assert student.tokenizer.get_vocab_size() != zoo.load(str(teacher_dir)).tokenizer.get_vocab_size()
     assert student.predict("a fine film")[0].label in ("negative", "positive")
     # the next run's data reuses the cached logits; `zoo train --resume` refuses this run
-    again = distill._prepare(student, train, distill.read_distill_config(run), False)
+    again = distill._prepare(student, train, None, distill.read_distill_config(run), False)
     assert again.info["teacher_logits_cache"] == again.info["augment_logits_cache"] == "hit"
     assert again.train.extras["has_label"].sum() == 96 and len(again.train) == 192
     with pytest.raises(InvalidArgumentError, match="zoo distill"):

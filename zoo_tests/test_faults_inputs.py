@@ -289,10 +289,10 @@ DATA_CASES = [
     # id, words of the error (the file, and the line where there is one)
     ("header-only", "train.tsv: no data rows"),
     ("empty-file", "train.tsv, line 1: expected the header"),
-    ("wrong-header", "train.tsv, line 1: expected the header"),
+    ("wrong-header", "train.tsv, line 1: expected the header of GLUE's SST-2"),
     ("three-columns", "train.tsv, line 3: expected 2 tab-separated columns"),
-    ("label-2", "train.tsv, line 2: label 2 is not 0 or 1"),
-    ("label-not-int", "train.tsv, line 2: label"),
+    ("label-2", "train.tsv, line 2, column 'label': label '2' is outside 0..1"),
+    ("label-not-int", "train.tsv, line 2, column 'label': label 'x' is neither"),
     ("invalid-utf8", "train.tsv, line 4: not valid UTF-8"),
     ("dev-missing", "dev.tsv: file not found"),
     ("train-is-a-folder", "train.tsv: file not found"),
