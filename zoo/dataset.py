@@ -171,6 +171,17 @@ def spec_from_config(cfg) -> DatasetSpec:
                        task=cfg.task, files=files)
 
 
+def format_spec(cfg) -> DatasetSpec:
+    """The layout of a run's data without its files: how ``evaluate --data-file`` and
+    ``predict --file`` read a new file the way training read its own."""
+    name = cfg.dataset or ("files" if cfg.train_file or cfg.text_column else "glue/sst2")
+    if name.startswith("glue/") and name.split("/", 1)[1] in GLUE:
+        glue = GLUE[name.split("/", 1)[1]]
+        return DatasetSpec(name, *glue.columns, label_names=glue.labels, task=glue.task)
+    return DatasetSpec(name, cfg.text_column, cfg.text_pair_column, cfg.label_column,
+                       task=cfg.task)
+
+
 def file_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in EXTENSIONS:
@@ -214,7 +225,9 @@ def read_labelled_file(spec: DatasetSpec, path: str | Path, task: str,
         columns = (spec.text_column, spec.text_pair_column, spec.label_column if labelled
                    else None)
         fmt = file_format(path)
-        if task == "token-classification" and fmt != "conll" and spec.text_column is None:
+        from zoo.tasks import get_task
+
+        if get_task(task).label_kind == "tags" and fmt != "conll" and spec.text_column is None:
             raise InvalidArgumentError(f"{path}: this run was trained on CoNLL token files; "
                                        "give one (.txt / .conll)")
         rows = _read_file(path, fmt, columns, labelled=labelled)

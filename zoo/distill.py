@@ -30,7 +30,7 @@ import optax
 from clu import metrics
 from flax import nnx
 
-from zoo.batching import BucketBatcher, buckets_for, pad_to_bucket
+from zoo.batching import BucketBatcher, buckets_for
 from zoo.errors import InvalidArgumentError
 from zoo.model import ZooModel
 from zoo.tasks import CLASSIFICATION, Task
@@ -318,7 +318,7 @@ def compute_outputs(teacher: ZooModel, texts: Sequence, batch_size: int = 64,
     """
     from tqdm.auto import tqdm
 
-    from zoo.inference import uses_token_types
+    from zoo.inference import pad_encoded, uses_token_types
     from zoo.text import special_ids
 
     if not _classifies(teacher) or teacher.tokenizer is None:
@@ -329,22 +329,16 @@ def compute_outputs(teacher: ZooModel, texts: Sequence, batch_size: int = 64,
     pad = special_ids(teacher.tokenizer)["pad"]
     forward, state = _teacher_forward(teacher)
     encoded = teacher.task.encode_items(teacher.tokenizer, list(texts), max_len)
-    token_ids = [e.ids for e in encoded]
     types = uses_token_types(teacher.config)
-    order = np.argsort([len(t) for t in token_ids], kind="stable")
+    order = np.argsort([len(e.ids) for e in encoded], kind="stable")
     logits = np.zeros((len(texts), teacher.info.num_classes), np.float32)
     features = np.zeros((len(texts), teacher.config.hidden_size), np.float32)
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, disable=not show_progress, unit="batch", desc="teacher logits",
                       dynamic_ncols=True):
         chunk = order[start:start + batch_size]
-        ids, mask = pad_to_bucket([token_ids[i] for i in chunk], buckets, pad,
-                                  num_rows=batch_size)
-        type_ids = None
-        if types:
-            type_ids = np.zeros_like(ids)
-            for r, i in enumerate(chunk):
-                type_ids[r, :len(encoded[i].type_ids)] = encoded[i].type_ids
+        ids, mask, type_ids = pad_encoded([encoded[i] for i in chunk], buckets, pad, batch_size,
+                                          types)
         out_logits, out_features = forward(state, ids, mask, type_ids)
         logits[chunk] = np.asarray(out_logits)[:len(chunk)]
         features[chunk] = np.asarray(out_features)[:len(chunk)]

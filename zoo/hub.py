@@ -72,7 +72,13 @@ def open_foreign(path: str | Path, name: str | None = None) -> Converted | None:
     return None
 
 
-def _not_weights(path) -> WeightsNotFoundError:
+def _not_weights(path) -> Exception:
+    from zoo.fsutil import FolderLock, InUseError
+
+    pid = FolderLock.holder(Path(path)) if Path(path).is_dir() else None
+    if pid is not None:  # a run folder whose first training is under way: no model yet
+        return InUseError(f"{path} is being trained by process {pid} and holds no model yet; "
+                          "its model/ appears when training ends")
     return WeightsNotFoundError(
         f"{str(path)!r} is neither a zoo model directory or run (no {checkpoint.MANIFEST} there "
         "or in its model/ subfolder) nor a checkpoint a model family recognises ("

@@ -113,14 +113,8 @@ def predict(model, texts, batch_size: int = 64) -> list:
     results: list = [None] * len(items)
     for start in range(0, len(items), batch_size):
         chunk = order[start:start + batch_size]
-        rows = _bucket_rows(len(chunk), batch_size)
-        ids, mask = pad_to_bucket([encodings[i].ids for i in chunk], buckets, pad,
-                                  num_rows=rows)
-        type_ids = None
-        if types:
-            type_ids = np.zeros_like(ids)
-            for r, i in enumerate(chunk):
-                type_ids[r, :len(encodings[i].type_ids)] = encodings[i].type_ids
+        ids, mask, type_ids = pad_encoded([encodings[i] for i in chunk], buckets, pad,
+                                          _bucket_rows(len(chunk), batch_size), types)
         out = np.asarray(outputs_fn(state, ids, mask, type_ids))[:len(chunk)]
         bad = np.flatnonzero(~np.isfinite(out.reshape(len(chunk), -1)).all(-1))
         if bad.size:
@@ -130,6 +124,19 @@ def predict(model, texts, batch_size: int = 64) -> list:
         for r, i in enumerate(chunk):
             results[i] = out[r]
     return task.decode(items, results, model, encodings)
+
+
+def pad_encoded(encoded: Sequence, buckets, pad: int, num_rows: int, token_types: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ids, mask, token types or None) of ``zoo.text.Encoded`` examples padded to the
+    smallest bucket that holds the longest, with filler rows up to ``num_rows``."""
+    ids, mask = pad_to_bucket([e.ids for e in encoded], buckets, pad, num_rows=num_rows)
+    if not token_types:
+        return ids, mask, None
+    type_ids = np.zeros_like(ids)
+    for r, e in enumerate(encoded):
+        type_ids[r, :len(e.type_ids)] = e.type_ids
+    return ids, mask, type_ids
 
 
 def _bucket_rows(n: int, batch_size: int) -> int:

@@ -99,6 +99,22 @@ class ZooModel(nnx.Module):
         """
         return predict(self, texts, batch_size=batch_size)
 
+    def encode(self, texts, *, pooling: str | None = None, normalize: bool | None = None,
+               batch_size: int = 64, progress: bool = False):
+        """Sentence embeddings (N, hidden_size), float32, in input order: hidden states
+        pooled over real tokens ("mean", "cls" or "max"), L2-normalised by default; the
+        preset's defaults where it names them (``zoo.embeddings``)."""
+        from zoo.embeddings import encode
+
+        return encode(self, texts, pooling=pooling, normalize=normalize,
+                      batch_size=batch_size, progress=progress)
+
+    def search(self, queries, corpus, top_k: int = 5, **options):
+        """For each query, the ``top_k`` corpus texts by cosine similarity (``Hit``s)."""
+        from zoo.embeddings import search
+
+        return search(self, queries, corpus, top_k, **options)
+
     @property
     def task(self):
         """The registered task of this model's head (``zoo.tasks``), None without a head."""

@@ -81,6 +81,9 @@ class EncoderSpec:
     # Training defaults when fine-tuning from this encoder's pre-trained weights
     # (e.g. {"learning_rate": 5e-5}); flags the user sets win.
     finetune_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Sentence-embedding defaults of ``model.encode`` (``zoo.embeddings``): "pooling"
+    # ("mean" | "cls" | "max"), "normalize" (bool), "max_len" (tokens read at most).
+    embedding: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def build(self, rngs: nnx.Rngs, config: Any | None = None) -> nnx.Module:
         return self.module(config or self.config, rngs=rngs)

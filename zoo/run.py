@@ -362,7 +362,10 @@ def export_model(model: ZooModel, out: Path, tokenizer_path: Path | None, source
 def data_fields(cfg: TrainConfig) -> dict:
     """The fields of a config that say what data a model reads (kept in its manifest, so a
     model directory knows its file format without its run)."""
-    return {k: getattr(cfg, k) for k in DATA_FIELDS if getattr(cfg, k) is not None}
+    fields = {k: getattr(cfg, k) for k in DATA_FIELDS if getattr(cfg, k) is not None}
+    if cfg.dataset is None and cfg.train_file is not None:
+        fields["dataset"] = "files"
+    return fields
 
 
 DATA_FIELDS = ("dataset", "text_column", "text_pair_column", "label_column", "task", "max_len")
@@ -391,7 +394,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None,
     GLUE task's folder), and a run's dev report is rewritten (``dev_*`` keys); a bare model
     directory is never written into.
     """
-    from zoo.dataset import read_labelled_file, spec_from_config
+    from zoo.dataset import format_spec, read_labelled_file
 
     run_dir = Path(run_dir).expanduser().resolve()
     _check_not_in_use(run_dir, "evaluate")
@@ -401,9 +404,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None,
         raise InvalidArgumentError(f"{run_dir}: its head {model.info.head!r} is not scored on "
                                    "labelled data (a masked-LM run has no evaluate)")
     cfg = dataclasses.replace(model_config(run_dir, model), buckets=None)
+    if data_file is None and cfg.dataset == "files" and not is_run_dir(run_dir):
+        raise InvalidArgumentError(f"{run_dir} is a model directory trained on your own files; "
+                                   "pass --data-file (a labelled file in that format)")
     if data_file is not None:
-        spec = spec_from_config(dataclasses.replace(cfg, data_dir=None))
-        examples = read_labelled_file(spec, data_file, task.name, model.info.labels)
+        examples = read_labelled_file(format_spec(cfg), data_file, task.name, model.info.labels)
         return score_examples(model, examples, cfg)
     cfg = dataclasses.replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir)
     data = prepare_data(model, cfg)
@@ -417,7 +422,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None,
 def predict_file(run_dir: str | Path, path: str | Path) -> tuple[list, list]:
     """(items, predictions) for a file in the run's dataset format (its text columns, or its
     token-file layout); labels in the file are not needed and not read."""
-    from zoo.dataset import read_labelled_file, spec_from_config
+    from zoo.dataset import format_spec, read_labelled_file
 
     run_dir = Path(run_dir).expanduser().resolve()
     _check_not_in_use(run_dir, "predict")
@@ -425,10 +430,8 @@ def predict_file(run_dir: str | Path, path: str | Path) -> tuple[list, list]:
     if model.task is None or model.task.label_kind is None:
         raise InvalidArgumentError(f"{run_dir}: its head {model.info.head!r} makes no "
                                    "predictions")
-    cfg = model_config(run_dir, model)
-    spec = spec_from_config(dataclasses.replace(cfg, data_dir=None))
-    examples = read_labelled_file(spec, path, model.task.name, model.info.labels,
-                                  labelled=False)
+    examples = read_labelled_file(format_spec(model_config(run_dir, model)), path,
+                                  model.task.name, model.info.labels, labelled=False)
     items = list(examples.texts) if examples.pairs is None else list(zip(examples.texts,
                                                                          examples.pairs))
     return items, model.predict(items)

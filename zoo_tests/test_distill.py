@@ -283,3 +283,45 @@ def test_transfer_embeddings_projects_the_teachers_table(sst2_slice, teacher_dir
 def test_python_config_is_validated(fields, message):
     with pytest.raises(InvalidArgumentError, match=message):
         DistillConfig("runs/teacher", **fields).validated()
+
+
+def test_pairs_distil_from_a_teacher_that_reads_token_types(tmp_path):
+    """MRPC-style pairs: a BERT-family teacher sees both texts with segment ids; the M2L
+    student learns its logits; --augment (single sentences only) is refused for pairs."""
+    from zoo.run import export_model
+    from zoo.text import train_tokenizer
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "MRPC"
+    (tmp_path / "MRPC").mkdir()
+    for name, rows in (("train.tsv", 64), ("dev.tsv", 16)):
+        lines = (shared / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (tmp_path / "MRPC" / name).write_text("".join(lines[:rows + 1]), encoding="utf-8")
+    teacher = zoo.build_model("bert-tiny", "classifier", seed=3)
+    teacher.info = teacher.info.__class__(**(vars(teacher.info) | {
+        "labels": ("not_equivalent", "equivalent")}))
+    texts = [line.split("\t")[3] for line in
+             (tmp_path / "MRPC" / "train.tsv").read_text().splitlines()[1:]]
+    train_tokenizer(texts, 300).save(str(tmp_path / "tok.json"))
+    teacher_dir = export_model(teacher, tmp_path / "teacher", tmp_path / "tok.json",
+                               source={"kind": "test"})
+    loaded = zoo.load(str(teacher_dir))
+    pair = ("the cat sat", "a dog ran")
+    # The teacher's cached logits of a pair are those of its own forward with token types.
+    logits = distill.compute_logits(loaded, [pair, (pair[0], pair[0])], show_progress=False)
+    probabilities = np.exp(logits[0] - logits[0].max())
+    probabilities /= probabilities.sum()
+    expected = list(loaded.predict([pair])[0].probabilities.values())
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert not np.allclose(logits[0], logits[1])  # the second text reaches the teacher
+    train = TrainConfig(model="encoder-m2l-tiny", dataset="glue/mrpc",
+                        data_dir=str(tmp_path / "MRPC"), batch_size=16, max_steps=8,
+                        learning_rate=3e-3, eval_every=4, max_len=48)
+    with pytest.raises(InvalidArgumentError, match="--augment"):
+        distill_run(DistillConfig(str(teacher_dir), train, augment=1), tmp_path / "a",
+                    show_progress=False)
+    summary = distill_run(DistillConfig(str(teacher_dir), train, alpha=1.0), tmp_path / "s",
+                          show_progress=False)
+    assert summary["transfer_examples"] == 64 and summary["task"] == "classification"
+    student = zoo.load(str(tmp_path / "s"))
+    assert student.info.labels == ("not_equivalent", "equivalent")
+    assert student.predict([pair])[0].label in student.info.labels

@@ -112,3 +112,24 @@ def test_families_do_not_import_each_other():
             others = [d for d in deps if d.startswith("zoo.models.")
                       and d.split(".")[2] != family]
             assert not others, f"{name} imports another family: {others}"
+
+
+def test_the_core_never_switches_on_a_task_name():
+    """Tasks own what differs between them: outside ``zoo/tasks/`` no code compares a value
+    with a task's name (``kind == "classification"``, ``in ("mlm", ...)``); it asks the task."""
+    from zoo.tasks import task_names
+
+    names = set(task_names())
+    offenders = []
+    for name, path in MODULES.items():
+        if name.startswith(("zoo.tasks", "zoo.models.")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in (node.left, *node.comparators):
+                values = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) \
+                    else [side]
+                if any(isinstance(v, ast.Constant) and v.value in names for v in values):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, f"comparisons with a task name: {offenders}"

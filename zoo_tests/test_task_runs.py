@@ -199,6 +199,9 @@ def test_own_csv_with_string_labels(tmp_path, capsys):
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert first["label"] in {"billing", "login", "shipping"}
     assert first["text"].startswith("Hello, ")
+    # The bare model directory knows its columns too (kept in its manifest).
+    assert _evaluate(tmp_path / "run" / "model", tmp_path / "dev.csv", capsys) == \
+        _evaluate(tmp_path / "run", tmp_path / "dev.csv", capsys)
 
 
 def test_evaluate_or_predict_during_training_names_the_process(data, tmp_path, capsys):
@@ -212,6 +215,9 @@ def test_evaluate_or_predict_during_training_names_the_process(data, tmp_path, c
     with FolderLock(run):
         assert cli_main(["evaluate", str(run), "--data-file",
                          str(data / "MRPC" / "heldout.tsv")]) == 2
+        err = capsys.readouterr().err
+        assert "being trained by process" in err and str(run) in err
+        assert cli_main(["predict", str(run), "a text"]) == 2
         err = capsys.readouterr().err
         assert "being trained by process" in err and str(run) in err
 

@@ -19,10 +19,11 @@ def _bert(layers: int, hidden: int, heads: int, **extra) -> BertConfig:
                       intermediate_size=4 * hidden, **extra)
 
 
-def _preset(name: str, config: BertConfig, description: str, source: HFSource | None) -> None:
+def _preset(name: str, config: BertConfig, description: str, source: HFSource | None,
+            embedding: dict | None = None) -> None:
     register_encoder(EncoderSpec(name=name, config=config, module=BertEncoder,
                                  description=description, family=FAMILY, source=source,
-                                 finetune_defaults=FINETUNE))
+                                 finetune_defaults=FINETUNE, embedding=embedding or {}))
 
 
 def _google(layers: int, hidden: int, heads: int) -> HFSource:
@@ -41,7 +42,9 @@ _preset("minilm-l12-h384", _bert(12, 384, 12), "MiniLM-L12-H384 (uncased), disti
         "UniLMv2: 33M parameters.", HFSource("microsoft/MiniLM-L12-H384-uncased"))
 _preset("all-minilm-l6-v2", _bert(6, 384, 12), "all-MiniLM-L6-v2 sentence embeddings (mean "
         "pooling): 6 layers, H 384, 22.7M parameters.",
-        HFSource("sentence-transformers/all-MiniLM-L6-v2"))
+        HFSource("sentence-transformers/all-MiniLM-L6-v2"),
+        # its sentence-transformers modules: Pooling(mean), Normalize, max_seq_length 256
+        embedding={"pooling": "mean", "normalize": True, "max_len": 256})
 _preset("electra-small", BertConfig(
     vocab_size=VOCAB, hidden_size=256, num_layers=12, num_heads=4, intermediate_size=1024,
     embedding_size=128, model_type="electra"),
