@@ -601,7 +601,7 @@ def _prepare(model: ZooModel, train_cfg: TrainConfig, raw, cfg: DistillConfig,
     data.train = BucketBatcher(rows, labels, batch_size=train_cfg.batch_size,
                                buckets=data.train.buckets, pad_id=data.train.pad_id,
                                extras=extras, token_fields=fields)
-    data.info = summary
+    data.info = data.info | summary  # the dataset's (name, task, labels, sizes) and the method's
     del teacher  # its parameters are not needed while the student trains
     return data
 

@@ -145,7 +145,7 @@ PYTHON_CONFIGS = [
     ({"clip_norm": 0.0}, "clip_norm"),
     ({"buckets": (0, 16)}, "buckets"),
     ({"dropout_prng": "mt19937"}, "dropout_prng"),
-    ({"vocab_size": 3}, "vocab_size"),
+    ({"vocab_size": 3}, "--vocab-size"),
 ]
 
 
