@@ -196,12 +196,16 @@ class Jobs:
             raise AssertionError("two-process run failed:\n" + "\n".join(
                 f"--- process {i}: exit status {rc}\n{tail(err)}"
                 for i, (rc, _, err) in enumerate(outputs)))
-        # gloo announces its connections on stdout, from its own threads, so one announcement
-        # can come split over two lines ("[Gloo] Rank 1 " / "is connected to 3 peer ranks...");
-        # the rest is the zoo's
-        stdout = ["\n".join(line for line in out.splitlines()
-                            if "[Gloo]" not in line and "peer ranks" not in line)
-                  for _, out, _ in outputs]
+        # gloo announces its connections on stdout, from its own threads, at start-up, so one
+        # announcement can come split over several lines ("[Gloo] Rank 1 is connected to " /
+        # "3" / " peer ranks..."); the zoo's output is the summary JSON that follows them
+        def zoo_output(out: str) -> str:
+            lines = out.splitlines()
+            start = next((i for i, line in enumerate(lines) if line.startswith("{")),
+                         len(lines))
+            return "\n".join(lines[start:])
+
+        stdout = [zoo_output(out) for _, out, _ in outputs]
         return {"run": run, "stdout": stdout}
 
 
