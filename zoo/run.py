@@ -289,8 +289,8 @@ def _train(model: ZooModel, data: PreparedData, cfg: TrainConfig, run_dir: Path,
     summary |= write_reports(trainer, best, data, run_dir if primary else None)
     test = (data.task_data.splits.get("test") if data.task_data is not None else None)
     if test is not None and test.labels is not None:
-        summary |= {f"test_{k}": v for k, v in score_examples(best, test, cfg,
-                                                               trainer.steps.evaluator).items()}
+        scores = score_examples(best, test, cfg, trainer.steps.evaluator, data.tokenizer)
+        summary |= {f"test_{k}": v for k, v in scores.items()}
     if primary:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     sharding.barrier("zoo-run-done")
@@ -322,12 +322,14 @@ def write_reports(trainer_or_none, model: ZooModel, data: PreparedData, run_dir:
     return results
 
 
-def score_examples(model: ZooModel, examples, cfg: TrainConfig, evaluator=None) -> dict:
-    """The task's metrics of ``model`` over labelled ``examples`` (``zoo.dataset.Examples``)."""
+def score_examples(model: ZooModel, examples, cfg: TrainConfig, evaluator=None,
+                   tokenizer=None) -> dict:
+    """The task's metrics of ``model`` over labelled ``examples`` (``zoo.dataset.Examples``),
+    tokenised by ``tokenizer`` (default: the model's own)."""
     task = model.task
     max_len, buckets = max_len_and_buckets(model, cfg)
-    batcher = batcher_for(task, examples, model.tokenizer, model, batch_size=EVAL_BATCH_SIZE,
-                          max_len=max_len, buckets=buckets)
+    batcher = batcher_for(task, examples, tokenizer or model.tokenizer, model,
+                          batch_size=EVAL_BATCH_SIZE, max_len=max_len, buckets=buckets)
     evaluator = evaluator or Evaluator(model, task)
     _, state = nnx.split(model)
     return evaluator.run(state, batcher)

@@ -180,7 +180,7 @@ def test_own_csv_with_string_labels(tmp_path, capsys):
     rng = np.random.default_rng(0)
     words = {"billing": "invoice charge refund payment card", "login": "password account "
              "locked reset sign", "shipping": "parcel delivery late courier tracking"}
-    for name, n in (("train.csv", 150), ("dev.csv", 45)):
+    for name, n in (("train.csv", 150), ("dev.csv", 45), ("test.csv", 30)):
         lines = ["ticket_id,body,team"]
         for i in range(n):
             team = list(words)[i % 3]
@@ -190,8 +190,12 @@ def test_own_csv_with_string_labels(tmp_path, capsys):
     summary = _train(tmp_path / "run", "--model", "encoder-m2l-tiny",
                      "--train-file", str(tmp_path / "train.csv"),
                      "--validation-file", str(tmp_path / "dev.csv"),
+                     "--test-file", str(tmp_path / "test.csv"),
                      "--text-column", "body", "--label-column", "team", "--max-steps", "40")
     assert summary["labels"] == ["billing", "login", "shipping"]
+    # The labelled test file is scored at the end, as evaluate scores it.
+    assert summary["test_accuracy"] == pytest.approx(
+        _evaluate(tmp_path / "run", tmp_path / "test.csv", capsys)["accuracy"], abs=1e-6)
     assert summary["best_dev_accuracy"] > 0.9  # the words give the team away
     capsys.readouterr()
     assert cli_main(["predict", str(tmp_path / "run"), "--file", str(tmp_path / "dev.csv"),
