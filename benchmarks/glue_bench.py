@@ -49,13 +49,11 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -622,16 +620,12 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gflops": matmul_gflops(),
-            "loadavg": list(os.getloadavg())}
+    """The CPU as ``nox -s bench_bert`` describes it, plus this bench's matmul speed."""
+    from benchmarks.bert_bench import machine as described
+
+    found = described()
+    return {"cpu": found["cpu"], "cores": found["cores"], "gflops": matmul_gflops(),
+            "loadavg": found["loadavg_start"]}
 
 
 LABELS = {"accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman": "Spearman",

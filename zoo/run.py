@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax import nnx
 
 from zoo import checkpoint, sharding
