@@ -108,15 +108,10 @@ def log(message: str) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (a temporary file beside it, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``path`` whole or not at all (``zoo.fsutil.atomic_write_text``)."""
+    from zoo.fsutil import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _write_json(path: Path, data: dict) -> None:
