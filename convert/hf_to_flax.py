@@ -1,11 +1,11 @@
-"""Convert a HuggingFace BERT-family checkpoint into a zoo model directory, without torch.
+"""Convert a HuggingFace checkpoint (any registered architecture) into a zoo model directory, without torch.
 
     python -m convert.hf_to_flax DIR_OR_HUB_ID [--model PRESET] [--head NAME] [--out DIR]
 
 ``DIR`` is a folder with ``config.json``, ``model.safetensors`` or ``pytorch_model.bin``,
 and ``tokenizer.json`` or ``vocab.txt``; a hub id (``owner/name``) is downloaded first
 (only those files). ``.bin`` files are read by an allow-listed reader, never ``pickle.load``.
-A thin command line over ``zoo.models.bert.convert_folder``.
+A thin command line over ``zoo.hf.convert_folder``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from convert._cli import add_output_args, run
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m convert.hf_to_flax",
-        description="Convert a HuggingFace BERT/ELECTRA/DistilBERT checkpoint into a zoo model "
+        description="Convert a HuggingFace checkpoint (BERT, RoBERTa, DeBERTa, ModernBERT families) into a zoo model "
                     "directory (no torch needed).")
     parser.add_argument("source", help="an HF checkpoint folder, or a hub id such as "
                                        "sentence-transformers/all-MiniLM-L6-v2")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.errors import InvalidArgumentError
         from zoo.fsutil import check_output
         from zoo.hub import weights_store
-        from zoo.models.bert.family import convert_folder, download
+        from zoo.hf import convert_folder, download
 
         if args.out is not None:  # refuse a bad --out before any download or conversion
             check_output(args.out, overwrite=args.overwrite, owned=checkpoint.is_model_dir,

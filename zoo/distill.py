@@ -198,7 +198,8 @@ def distill_task(temperature: float, alpha: float, hint: float = 0.0) -> Task:
         rngs = None if key is None else nnx.Rngs(dropout=key)
         if hint:
             hidden = model.encoder(batch["input_ids"], batch["attention_mask"], rngs=rngs)
-            logits = model.head(hidden, rngs=rngs).astype(jnp.float32)
+            logits = model.head(hidden, rngs=rngs, attention_mask=batch["attention_mask"])
+            logits = logits.astype(jnp.float32)
             hint_error = hint_loss(hidden[:, 0], batch["teacher_hidden"])
         else:
             logits = model(batch["input_ids"], batch["attention_mask"], rngs=rngs)
@@ -300,7 +301,8 @@ def _teacher_forward(teacher: ZooModel):
             model = nnx.merge(graph, state)
             hidden = model.encoder(ids, mask) if types is None else model.encoder(ids, mask,
                                                                                   types)
-            return model.head(hidden).astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
+            logits = model.head(hidden, attention_mask=mask).astype(jnp.float32)
+            return logits, hidden[:, 0].astype(jnp.float32)
 
         _FORWARDS[teacher] = (jax.jit(forward), state)
     return _FORWARDS[teacher]

@@ -1,15 +1,20 @@
 """Task heads, architecture-neutral: they read an encoder's hidden states (B, S, hidden_size).
 
 A head takes what it needs from the encoder's config — ``hidden_size``, ``vocab_size``,
-``layer_norm_eps``, and two small style fields:
+``layer_norm_eps``, and a few style fields (each with a default, so a family sets only
+what differs):
 
-- ``classifier_style``: how position 0 becomes class logits.
-  ``"relu-norm"`` (the M2L original): Linear -> ReLU -> LayerNorm -> Linear;
-  ``"tanh"`` (BERT's pooler): Linear -> tanh -> Dropout -> Linear;
-  ``"relu"`` (DistilBERT's pre-classifier): Linear -> ReLU -> Dropout -> Linear;
-  ``"gelu"`` (ELECTRA's classification head): Linear -> GELU -> Dropout -> Linear.
-- ``mlm_activation``: ``"relu"`` (M2L) or ``"gelu"`` (BERT) between the MLM head's
-  dense layer and its LayerNorm.
+- ``classifier_style``: how the pooled state becomes class logits.
+  ``"tanh"`` (BERT's pooler, RoBERTa's head): Linear -> tanh -> Dropout -> Linear;
+  ``"relu"`` (DistilBERT's pre-classifier), ``"gelu"`` (ELECTRA, DeBERTa): the same with
+  that activation; ``"<act>-norm"`` (the M2L original ``relu-norm``, ModernBERT's
+  ``gelu-norm``): Linear -> act -> LayerNorm -> Dropout -> Linear.
+- ``classifier_pooling``: ``"cls"`` (position 0, default) or ``"mean"`` (over real tokens).
+- ``head_bias`` / ``norm_bias``: whether the head's dense layer / LayerNorm has a bias
+  (default True; ModernBERT has neither).
+- ``token_classifier_style``: None (Dropout -> Linear at every position, default) or a
+  classifier style applied at every position first (ModernBERT).
+- ``mlm_activation``: between the MLM head's dense layer and its LayerNorm.
 
 The registered heads are defined at the bottom: ``mlm``, ``classifier`` and ``sst2``
 (classification), ``regressor`` (one score from the classifier's layers) and
@@ -19,6 +24,7 @@ The registered heads are defined at the bottom: ``mlm``, ``classifier`` and ``ss
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from zoo.nn import Dropout, layer_norm
@@ -28,30 +34,57 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
     "tanh": jax.nn.tanh,
 }
-CLASSIFIER_STYLES = ("relu-norm", "tanh", "relu", "gelu")
+CLASSIFIER_STYLES = (*ACTIVATIONS, *(f"{a}-norm" for a in ACTIVATIONS if a != "tanh"))
+POOLINGS = ("cls", "mean")
 
 
 class MLMHead(nnx.Module):
     """Linear -> activation -> LayerNorm -> Linear(vocab) at each position (no weight tying)."""
 
     def __init__(self, hidden_size: int, vocab_size: int, *, activation: str = "relu",
-                 epsilon: float = 1e-5, rngs: nnx.Rngs):
+                 epsilon: float = 1e-5, rngs: nnx.Rngs, dense_bias: bool = True,
+                 norm_bias: bool = True):
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLM activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
         self.activation = activation
-        self.dense = nnx.Linear(hidden_size, hidden_size, rngs=rngs)
-        self.norm = layer_norm(hidden_size, epsilon, rngs)
+        self.dense = nnx.Linear(hidden_size, hidden_size, use_bias=dense_bias, rngs=rngs)
+        self.norm = layer_norm(hidden_size, epsilon, rngs, use_bias=norm_bias)
         self.decoder = nnx.Linear(hidden_size, vocab_size, rngs=rngs)
 
-    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None,
+                 attention_mask: jax.Array | None = None) -> jax.Array:
         """(..., hidden) -> (..., vocab). Pass only masked positions to save the vocab matmul."""
         return self.decoder(self.norm(ACTIVATIONS[self.activation](self.dense(hidden))))
 
 
+def _pre_layers(head: nnx.Module, hidden_size: int, style: str, *, epsilon: float,
+                dropout: float, rngs: nnx.Rngs, dense_bias: bool, norm_bias: bool) -> None:
+    """Give ``head`` the layers ``style`` puts before the output layer: ``dense``, then
+    ``norm`` (``-norm`` styles, as the M2L original and ModernBERT: no dropout there) or
+    ``dropout`` (the others)."""
+    if style not in CLASSIFIER_STYLES:
+        raise ValueError(f"classifier style {style!r}: expected one of {CLASSIFIER_STYLES}")
+    head.style = style
+    head.activation = style.removesuffix("-norm")
+    head.dense = nnx.Linear(hidden_size, hidden_size, use_bias=dense_bias, rngs=rngs)
+    if style.endswith("-norm"):
+        head.norm = layer_norm(hidden_size, epsilon, rngs, use_bias=norm_bias)
+    else:
+        head.dropout = Dropout(dropout)
+
+
+def _apply_pre_layers(head: nnx.Module, x: jax.Array, rngs) -> jax.Array:
+    x = ACTIVATIONS[head.activation](head.dense(x))
+    return head.norm(x) if head.style.endswith("-norm") else head.dropout(x, rngs=rngs)
+
+
 class ClassificationHead(nnx.Module):
-    """Position 0 (``[CLS]``) -> class logits, in one of ``CLASSIFIER_STYLES``.
+    """The pooled state (position 0, or the mean over real tokens) -> class logits, in one
+    of ``CLASSIFIER_STYLES``.
 
     The M2L original ran its first three layers on every position and then took position
     0; they act position-wise, so running them on position 0 alone gives identical numbers.
@@ -59,41 +92,51 @@ class ClassificationHead(nnx.Module):
 
     def __init__(self, hidden_size: int, num_classes: int, *, style: str = "relu-norm",
                  epsilon: float = 1e-5, dropout: float = 0.1, rngs: nnx.Rngs,
-                 min_outputs: int = 2):
+                 min_outputs: int = 2, pooling: str = "cls", dense_bias: bool = True,
+                 norm_bias: bool = True):
         if num_classes < min_outputs:
             raise ValueError(f"num_classes must be >= {min_outputs}, got {num_classes}")
-        if style not in CLASSIFIER_STYLES:
-            raise ValueError(f"classifier style {style!r}: expected one of {CLASSIFIER_STYLES}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"classifier pooling {pooling!r}: expected one of {POOLINGS}")
         self.num_classes = num_classes
-        self.style = style
-        self.dense = nnx.Linear(hidden_size, hidden_size, rngs=rngs)
-        if style == "relu-norm":
-            self.norm = layer_norm(hidden_size, epsilon, rngs)
-        else:
-            self.dropout = Dropout(dropout)
+        self.pooling = pooling
+        _pre_layers(self, hidden_size, style, epsilon=epsilon, dropout=dropout, rngs=rngs,
+                    dense_bias=dense_bias, norm_bias=norm_bias)
         self.classifier = nnx.Linear(hidden_size, num_classes, rngs=rngs)
 
-    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        x = self.dense(hidden[:, 0])
-        if self.style == "relu-norm":
-            x = self.norm(jax.nn.relu(x))
+    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None,
+                 attention_mask: jax.Array | None = None) -> jax.Array:
+        if self.pooling == "mean":
+            if attention_mask is None:
+                raise ValueError("a mean-pooling classifier needs the attention_mask")
+            weights = attention_mask.astype(hidden.dtype)[..., None]
+            x = (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
         else:
-            x = self.dropout(ACTIVATIONS[self.style](x), rngs=rngs)
-        return self.classifier(x)
+            x = hidden[:, 0]
+        return self.classifier(_apply_pre_layers(self, x, rngs))
 
 
 class TokenClassificationHead(nnx.Module):
-    """Every position -> tag logits: Dropout -> Linear (BERT's token-classification head)."""
+    """Every position -> tag logits: Dropout -> Linear (BERT's token-classification head),
+    after a classifier style's layers when one is given (ModernBERT's)."""
 
     def __init__(self, hidden_size: int, num_classes: int, *, dropout: float = 0.1,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, style: str | None = None, epsilon: float = 1e-5,
+                 dense_bias: bool = True, norm_bias: bool = True):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 tags, got {num_classes}")
         self.num_classes = num_classes
+        self.transform = style is not None
+        if style is not None:
+            _pre_layers(self, hidden_size, style, epsilon=epsilon, dropout=0.0, rngs=rngs,
+                        dense_bias=dense_bias, norm_bias=norm_bias)
         self.dropout = Dropout(dropout)
         self.classifier = nnx.Linear(hidden_size, num_classes, rngs=rngs)
 
-    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None,
+                 attention_mask: jax.Array | None = None) -> jax.Array:
+        if self.transform:
+            hidden = _apply_pre_layers(self, hidden, rngs)
         return self.classifier(self.dropout(hidden, rngs=rngs))
 
 
@@ -105,28 +148,35 @@ PARTITION_RULES = (
 )
 
 
+def _style(cfg) -> dict:
+    """The head options an encoder config sets (defaults for what it leaves out)."""
+    return {"epsilon": cfg.layer_norm_eps, "dense_bias": getattr(cfg, "head_bias", True),
+            "norm_bias": getattr(cfg, "norm_bias", True)}
+
+
 def mlm_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> MLMHead:
-    return MLMHead(cfg.hidden_size, cfg.vocab_size, activation=cfg.mlm_activation,
-                   epsilon=cfg.layer_norm_eps, rngs=rngs)
+    return MLMHead(cfg.hidden_size, cfg.vocab_size, activation=cfg.mlm_activation, rngs=rngs,
+                   **_style(cfg))
 
 
-def classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs) -> ClassificationHead:
+def classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs, min_outputs: int = 2
+                        ) -> ClassificationHead:
     return ClassificationHead(cfg.hidden_size, num_classes, style=cfg.classifier_style,
-                              epsilon=cfg.layer_norm_eps, dropout=cfg.classifier_dropout,
-                              rngs=rngs)
+                              dropout=cfg.classifier_dropout, rngs=rngs,
+                              min_outputs=min_outputs,
+                              pooling=getattr(cfg, "classifier_pooling", "cls"), **_style(cfg))
 
 
 def regression_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> ClassificationHead:
     """The classifier's layers with one output: a score per text or pair."""
-    return ClassificationHead(cfg.hidden_size, 1, style=cfg.classifier_style,
-                              epsilon=cfg.layer_norm_eps, dropout=cfg.classifier_dropout,
-                              rngs=rngs, min_outputs=1)
+    return classification_head(cfg, num_classes=1, rngs=rngs, min_outputs=1)
 
 
 def token_classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs
                               ) -> TokenClassificationHead:
-    return TokenClassificationHead(cfg.hidden_size, num_classes,
-                                   dropout=cfg.classifier_dropout, rngs=rngs)
+    return TokenClassificationHead(cfg.hidden_size, num_classes, dropout=cfg.classifier_dropout,
+                                   rngs=rngs, style=getattr(cfg, "token_classifier_style", None),
+                                   **_style(cfg))
 
 
 register_head(HeadSpec(

@@ -108,7 +108,9 @@ def resolve_weights(name: str, weights: str | Path | None = None) -> Path | Conv
             "use pretrained=False for a randomly initialised model, or weights=DIR"
         )
     converted = spec.family.fetch(spec, store / ".downloads" / name)
-    return checkpoint.save_converted(store / name, converted, overwrite=True)
+    # The store is a cache beside: this load restores straight from the converted arrays.
+    checkpoint.save_converted(store / name, converted, overwrite=True)
+    return converted
 
 
 def load(

@@ -30,9 +30,10 @@ _FORWARD_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def uses_token_types(config) -> bool:
-    """Whether an encoder reads token types (segment ids): BERT does, M2L and DistilBERT not
-    (they read a pair as one segment joined by [SEP])."""
-    return bool(getattr(config, "type_vocab_size", 0) or 0)
+    """Whether an encoder reads token types (segment ids): BERT does; M2L, DistilBERT,
+    RoBERTa (one type) and ModernBERT not (they read a pair as one segment joined by
+    separators)."""
+    return (getattr(config, "type_vocab_size", 0) or 0) >= 2
 
 
 def _forward(model):

@@ -75,7 +75,9 @@ class ZooModel(nnx.Module):
             hidden = self.encoder(input_ids, attention_mask, token_type_ids, rngs=rngs)
         else:
             hidden = self.encoder(input_ids, attention_mask, rngs=rngs)
-        return hidden if self.head is None else self.head(hidden, rngs=rngs)
+        if self.head is None:
+            return hidden
+        return self.head(hidden, rngs=rngs, attention_mask=attention_mask)
 
     @property
     def partition_rules(self) -> tuple:

@@ -5,15 +5,19 @@ Family code (``zoo/models/<family>/``) builds on these; nothing here knows a fam
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 
-def layer_norm(num_features: int, epsilon: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def layer_norm(num_features: int, epsilon: float, rngs: nnx.Rngs, *, use_bias: bool = True
+               ) -> nnx.LayerNorm:
     """A LayerNorm with the given epsilon and the exact two-pass variance."""
-    return nnx.LayerNorm(num_features, epsilon=epsilon, use_fast_variance=False, rngs=rngs)
+    return nnx.LayerNorm(num_features, epsilon=epsilon, use_fast_variance=False,
+                         use_bias=use_bias, rngs=rngs)
 
 
 class Dropout(nnx.Module):
@@ -116,3 +120,76 @@ def set_dropout_rate(model: nnx.Module, rate: float) -> None:
 
 def count_params(module: nnx.Module) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
+
+
+# ------------------------------------------------------------------------------ Transformer blocks
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def dense(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    # BERT's initialiser: N(0, 0.02) weights, zero biases.
+    return nnx.Linear(n_in, n_out, kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+def embed(n: int, d: int, rngs: nnx.Rngs) -> Embed:
+    return Embed(n, d, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention over flattened tokens with a key-padding mask."""
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        h = config.hidden_size
+        self.num_heads = config.num_heads
+        self.query, self.key, self.value = (dense(h, h, rngs) for _ in range(3))
+        self.output = dense(h, h, rngs)
+        self.dropout = Dropout(config.attention_dropout)
+
+    def __call__(self, x, key_mask, *, rngs=None):
+        """``x``: (B*S, H); ``key_mask``: (B, S), 1 = real token."""
+        batch, length = key_mask.shape
+        hidden = x.shape[-1]
+        d_head = hidden // self.num_heads
+
+        def heads(t):  # (B*S, H) -> (B, heads, S, d_head)
+            # One axis split per reshape: jax's explicit sharding mode allows no more.
+            t = t.reshape(batch, length, -1)
+            return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d_head)
+        bias = jnp.where(key_mask[:, None, None, :] == 0, jnp.finfo(jnp.float32).min, 0.0)
+        weights = jax.nn.softmax(scores + bias, axis=-1).astype(v.dtype)
+        weights = self.dropout(weights, rngs=rngs)
+        context = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+        context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
+        return self.output(context.reshape(batch * length, hidden))
+
+
+class PostLNLayer(nnx.Module):
+    """The post-LN Transformer block of BERT and RoBERTa (config: hidden_size, num_heads,
+    intermediate_size, hidden_act, layer_norm_eps, dropout, attention_dropout): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(W2 act(W1 x)))."""
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        h = config.hidden_size
+        self.activation = config.hidden_act
+        self.attention = SelfAttention(config, rngs=rngs)
+        self.attention_norm = layer_norm(h, config.layer_norm_eps, rngs)
+        self.intermediate = dense(h, config.intermediate_size, rngs)
+        self.output = dense(config.intermediate_size, h, rngs)
+        self.output_norm = layer_norm(h, config.layer_norm_eps, rngs)
+        self.dropout = Dropout(config.dropout)
+
+    def __call__(self, x, key_mask, *, rngs=None):
+        x = self.attention_norm(x + self.dropout(self.attention(x, key_mask, rngs=rngs),
+                                                 rngs=rngs))
+        inner = ACTIVATIONS[self.activation](self.intermediate(x))
+        return self.output_norm(x + self.dropout(self.output(inner), rngs=rngs))
+
+

@@ -21,8 +21,7 @@ from tokenizers.trainers import BpeTrainer
 
 from zoo.errors import InvalidArgumentError
 
-SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
-SPECIAL_NAMES = ("pad", "cls", "sep", "mask", "unk")
+SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")  # the zoo's own tokenizers
 SUBWORD_PREFIX = "##"
 # Bump when train_tokenizer / tokenize_splits change their output: old cache entries then miss.
 RECIPE_VERSION = 1
@@ -155,16 +154,82 @@ def tokenize_splits(
     return datasets.DatasetDict(out)
 
 
+# The names each special-token role goes by: BERT's and the zoo's own, then RoBERTa's.
+ROLE_TOKENS = {"pad": ("[PAD]", "<pad>"), "cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"),
+               "mask": ("[MASK]", "<mask>"), "unk": ("[UNK]", "<unk>")}
+_SPECIALS: dict[int, tuple[Tokenizer, dict[str, int]]] = {}
+
+
 def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
-    """Ids of the special tokens by short name: pad, cls, sep, mask, unk."""
-    ids = {name: tokenizer.token_to_id(token) for name, token in zip(SPECIAL_NAMES, SPECIAL_TOKENS)}
-    missing = [token for (name, token) in zip(SPECIAL_NAMES, SPECIAL_TOKENS) if ids[name] is None]
+    """Ids of the special tokens by role: pad, cls, sep, mask, unk.
+
+    Read from the tokenizer itself: ``cls`` and ``sep`` are the tokens its post-processor
+    puts around a single text, ``pad`` is its padding token when one is set, ``unk`` its
+    model's unknown token; a role still open is found by name (``[PAD]`` or ``<pad>``, ...).
+    Special tokens may sit anywhere in the vocabulary.
+    """
+    key = id(tokenizer)
+    cached = _SPECIALS.get(key)
+    if cached is not None and cached[0] is tokenizer:
+        return dict(cached[1])
+    names = _role_names(tokenizer)
+    ids: dict[str, int] = {}
+    for role, candidates in ROLE_TOKENS.items():
+        for token in ((names[role],) if role in names else ()) + candidates:
+            token_id = tokenizer.token_to_id(token)
+            if token_id is not None:
+                ids[role] = token_id
+                break
+    missing = [f"{role} ({' or '.join(ROLE_TOKENS[role])})" for role in ROLE_TOKENS
+               if role not in ids]
     if missing:
         raise InvalidArgumentError(
-            f"the tokenizer lacks special token(s) {', '.join(missing)}; zoo models need all of "
-            f"{' '.join(SPECIAL_TOKENS)} (train one with zoo.text.train_tokenizer)"
-        )
-    return ids
+            f"the tokenizer lacks special token(s) for {', '.join(missing)}; zoo models need "
+            "all five roles (train one with zoo.text.train_tokenizer)")
+    if len(_SPECIALS) >= 16:
+        _SPECIALS.clear()
+    _SPECIALS[key] = (tokenizer, ids)
+    return dict(ids)
+
+
+def _role_names(tokenizer: Tokenizer) -> dict[str, str]:
+    """Role -> token name, as the tokenizer's own configuration says."""
+    import json
+
+    names: dict[str, str] = {}
+    padding = tokenizer.padding
+    if padding and padding.get("pad_token"):
+        names["pad"] = padding["pad_token"]
+    unk = getattr(tokenizer.model, "unk_token", None)
+    if isinstance(unk, str) and unk:
+        names["unk"] = unk
+    processor = tokenizer.post_processor
+    state = json.loads(processor.__getstate__()) if processor is not None else None
+    stack = [state] if state else []
+    while stack:
+        node = stack.pop()
+        kind = node.get("type")
+        if kind == "Sequence":
+            stack.extend(node.get("processors") or [])
+        elif kind in ("BertProcessing", "RobertaProcessing"):
+            names["cls"], names["sep"] = node["cls"][0], node["sep"][0]
+        elif kind == "TemplateProcessing":
+            single = node.get("single") or []
+            pieces = [next(iter(p)) for p in single]
+            if "Sequence" in pieces:
+                at = pieces.index("Sequence")
+                if at > 0 and pieces[0] == "SpecialToken":
+                    names["cls"] = _template_token(node, single[0])
+                if at < len(pieces) - 1 and pieces[-1] == "SpecialToken":
+                    names["sep"] = _template_token(node, single[-1])
+    return names
+
+
+def _template_token(node: dict, piece: dict) -> str:
+    """The token a TemplateProcessing piece stands for (its id may name a multi-token entry)."""
+    name = piece["SpecialToken"]["id"]
+    tokens = (node.get("special_tokens") or {}).get(name, {}).get("tokens") or [name]
+    return tokens[0]
 
 
 def _load_cached(path: Path) -> datasets.Dataset | None:

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 import zoo
 from zoo import checkpoint
 from zoo.errors import ConfigError
-from zoo.models.bert import family
+from zoo import hf as family
 from zoo_tests import bert_reference as br
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,14 +149,14 @@ def test_buffers_are_skipped_without_complaint(tmp_path):
 @pytest.mark.parametrize("problem, config_text, match", [
     ("not json", "{'model_type': 'bert',", "not valid JSON"),
     ("not an object", "[1, 2, 3]", "expected a JSON object"),
-    ("model type", None, "model_type 'roberta' is not a BERT-family type"),
+    ("model type", None, "model_type 'gpt2' is not supported"),
     ("positions", None, "position_embedding_type 'relative_key' is not supported"),
 ])
 def test_bad_config_is_a_one_line_config_error(tmp_path, problem, config_text, match):
     folder = tmp_path / "cfg"
     config, _ = br.write_hf_folder(folder, "bert", seed=5)
     if problem == "model type":
-        config["model_type"] = "roberta"
+        config["model_type"] = "gpt2"
     if problem == "positions":
         config["position_embedding_type"] = "relative_key"
     (folder / "config.json").write_text(config_text or json.dumps(config))
@@ -331,7 +331,8 @@ def test_hub_download_once_then_the_store(store, served, monkeypatch):
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub(served, calls))
     model = zoo.load("all-minilm-l6-v2")
     assert [name for _, name in calls] == ["config.json", "tokenizer.json", "vocab.txt",
-                                           "tokenizer_config.json", "model.safetensors"]
+                                           "tokenizer_config.json", "special_tokens_map.json",
+                                           "model.safetensors"]
     assert {repo for repo, _ in calls} == {HUB_ID}
     manifest = json.loads((store / "all-minilm-l6-v2" / "zoo.json").read_text())
     assert manifest["model"] == "all-minilm-l6-v2" and manifest["source"]["hub_id"] == HUB_ID
@@ -339,7 +340,7 @@ def test_hub_download_once_then_the_store(store, served, monkeypatch):
     assert len(model.tokenizer.encode("hello world").ids) == 4
 
     again = zoo.load("all-minilm-l6-v2")
-    assert len(calls) == 5  # the store answered: no second download
+    assert len(calls) == 6  # the store answered: no second download
     direct = zoo.load("all-minilm-l6-v2", weights=MINILM)
     want = checkpoint.module_params(direct)
     for loaded in (model, again):

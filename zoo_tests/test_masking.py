@@ -55,3 +55,19 @@ def test_capacity_covers_almost_every_row():
         assert length * CFG.rate < cap < length
         draws = np.random.default_rng(length).binomial(length, CFG.rate, 100_000)
         assert np.mean(draws > cap) < 0.05
+
+
+def test_random_replacements_skip_specials_anywhere_in_the_vocabulary():
+    """ModernBERT-style vocabularies put special tokens last, RoBERTa's <mask> is the last id:
+    a random replacement is never a special token, and every other id can be drawn."""
+    specials = (0, 500, 996, 997, 999)
+    cfg = MaskingConfig(mask_id=999, vocab_size=1000, special_ids=specials, rate=1.0)
+    batch = _batch(rows=512, length=64, seed=1)
+    batch["input_ids"][np.isin(batch["input_ids"], specials)] = 7
+    corrupted, positions, _, valid = map(np.asarray, jax.jit(
+        lambda b, k: mask_tokens(b, k, cfg))(batch, jax.random.key(3)))
+    changed = (corrupted != batch["input_ids"]) & (corrupted != cfg.mask_id)
+    drawn = corrupted[changed]
+    assert drawn.size > 1000
+    assert not np.isin(drawn, specials).any()
+    assert drawn.max() == 998 and drawn.min() == 1  # both ends of the non-special range

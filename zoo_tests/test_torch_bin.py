@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from zoo.models.bert import torch_bin
-from zoo.models.bert.torch_bin import is_torch_zip, read_torch_bin
+from zoo.hf import torch_bin
+from zoo.hf.torch_bin import is_torch_zip, read_torch_bin
 from zoo.safe_pickle import UnsafePickleError
 from zoo_tests import torch_format as tf
 

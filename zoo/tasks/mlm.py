@@ -60,7 +60,12 @@ def mask_tokens(batch, key, cfg: MaskingConfig):
     positions = jax.vmap(lambda row: jnp.nonzero(row, size=capacity, fill_value=0)[0])(chosen)
     valid = jnp.arange(capacity)[None, :] < jnp.sum(chosen, axis=1, keepdims=True)
     kind = jax.random.uniform(k_kind, ids.shape)
-    random_ids = jax.random.randint(k_random, ids.shape, len(cfg.special_ids), cfg.vocab_size)
+    # A random replacement is any non-special id: draw from vocab - #specials ids, then step
+    # over each special at or below the draw (specials may sit anywhere in the vocabulary).
+    specials = sorted(set(cfg.special_ids))
+    random_ids = jax.random.randint(k_random, ids.shape, 0, cfg.vocab_size - len(specials))
+    for special in specials:
+        random_ids = random_ids + (random_ids >= special)
     corrupted = jnp.where(chosen & (kind < 0.8), cfg.mask_id, ids)
     corrupted = jnp.where(chosen & (kind >= 0.8) & (kind < 0.9), random_ids, corrupted)
     targets = jnp.take_along_axis(ids, positions, axis=1)

@@ -18,7 +18,6 @@ gradients of 2-D matmuls are much faster than those of 3-D contractions.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal
 
 import jax
@@ -29,12 +28,7 @@ from zoo import nn
 from zoo.nn import Dropout
 
 ModelType = Literal["bert", "electra", "distilbert"]
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
+ACTIVATIONS = nn.ACTIVATIONS
 CLASSIFIER_STYLE = {"bert": "tanh", "electra": "gelu", "distilbert": "relu"}
 
 
@@ -114,13 +108,7 @@ class BertConfig:
     )
 
 
-def _dense(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    # BERT's initialiser: N(0, 0.02) weights, zero biases.
-    return nnx.Linear(n_in, n_out, kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
-
-
-def _embed(n: int, d: int, rngs: nnx.Rngs) -> nn.Embed:
-    return nn.Embed(n, d, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+_dense, _embed = nn.dense, nn.embed
 
 
 class Embeddings(nnx.Module):
@@ -152,55 +140,7 @@ class Embeddings(nnx.Module):
         return x if self.projection is None else self.projection(x)
 
 
-class SelfAttention(nnx.Module):
-    """Multi-head self-attention over flattened tokens with a key-padding mask."""
-
-    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
-        h = config.hidden_size
-        self.num_heads = config.num_heads
-        self.query, self.key, self.value = (_dense(h, h, rngs) for _ in range(3))
-        self.output = _dense(h, h, rngs)
-        self.dropout = Dropout(config.attention_dropout)
-
-    def __call__(self, x, key_mask, *, rngs=None):
-        """``x``: (B*S, H); ``key_mask``: (B, S), 1 = real token."""
-        batch, length = key_mask.shape
-        hidden = x.shape[-1]
-        d_head = hidden // self.num_heads
-
-        def heads(t):  # (B*S, H) -> (B, heads, S, d_head)
-            # One axis split per reshape: jax's explicit sharding mode allows no more.
-            t = t.reshape(batch, length, -1)
-            return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
-
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d_head)
-        bias = jnp.where(key_mask[:, None, None, :] == 0, jnp.finfo(jnp.float32).min, 0.0)
-        weights = jax.nn.softmax(scores + bias, axis=-1).astype(v.dtype)
-        weights = self.dropout(weights, rngs=rngs)
-        context = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
-        context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
-        return self.output(context.reshape(batch * length, hidden))
-
-
-class Layer(nnx.Module):
-    """Post-LN block: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(W2 act(W1 x)))."""
-
-    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
-        h = config.hidden_size
-        self.activation = config.hidden_act
-        self.attention = SelfAttention(config, rngs=rngs)
-        self.attention_norm = nn.layer_norm(h, config.layer_norm_eps, rngs)
-        self.intermediate = _dense(h, config.intermediate_size, rngs)
-        self.output = _dense(config.intermediate_size, h, rngs)
-        self.output_norm = nn.layer_norm(h, config.layer_norm_eps, rngs)
-        self.dropout = Dropout(config.dropout)
-
-    def __call__(self, x, key_mask, *, rngs=None):
-        x = self.attention_norm(x + self.dropout(self.attention(x, key_mask, rngs=rngs),
-                                                 rngs=rngs))
-        inner = ACTIVATIONS[self.activation](self.intermediate(x))
-        return self.output_norm(x + self.dropout(self.output(inner), rngs=rngs))
+Layer = nn.PostLNLayer
 
 
 class BertEncoder(nnx.Module):

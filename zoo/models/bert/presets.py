@@ -6,7 +6,8 @@ preset is loaded under them, with the folder's own config.
 
 from __future__ import annotations
 
-from zoo.models.bert.family import FAMILY, HFSource
+from zoo.hf import HFSource
+from zoo.models.bert.family import FAMILY
 from zoo.models.bert.modeling import BertConfig, BertEncoder
 from zoo.registry import EncoderSpec, register_encoder
 

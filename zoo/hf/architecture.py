@@ -1,0 +1,325 @@
+"""HF checkpoint folders -> ``Converted``, for every architecture that registers a converter.
+
+An architecture family (``zoo/models/<family>/``) brings an ``Architecture``: the HF
+``model_type`` values it reads, its config class and ``config.json`` parser, and its name
+table. ``make_family`` registers it and returns the registry ``Family`` whose ``fetch`` and
+``open_folder`` are the generic ones below. Everything else is shared: the folder checks,
+safetensors / ``.bin``, the tokenizer, which head a task model's classifier becomes
+(from ``architectures`` in ``config.json``), preset matching and the hub download.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from zoo.errors import ConfigError
+from zoo.hf.files import (SMALL_FILES, WEIGHT_FILES, check_complete, is_hf_folder, read_json,
+                          read_weights, sha256, weights_file)
+from zoo.hf.names import NameTable
+from zoo.registry import Converted, Family, WeightsNotFoundError, register_family
+
+CONVERTER_VERSION = "2"
+# Tokenizer files a download also tries (a repository ships one kind or another).
+TOKENIZER_DOWNLOADS = ("vocab.json", "merges.txt")
+
+
+@dataclasses.dataclass(frozen=True)
+class HFSource:
+    """A preset's published weights: a HuggingFace hub repository id."""
+
+    repo_id: str
+    classifier_head: str = "classifier"  # the zoo head a hub classifier is stored as
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What one family tells the HF layer (see the module docstring)."""
+
+    name: str                                   # the registry family's name
+    model_types: Mapping[str, str]              # HF model_type -> its "<type>-custom" preset
+    config_class: type
+    config_from_hf: Callable[[Mapping, str], Any]  # (config.json, where) -> config
+    table: NameTable
+    finish: Callable[[dict, Any], None] | None = None  # edits mapped params in place
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}  # model_type -> architecture
+_FAMILIES: dict[str, Family] = {}             # architecture name -> registry family
+
+@dataclasses.dataclass(frozen=True)
+class TaskClass:
+    """An HF task-model class (by its name's suffix) and the zoo head its task head becomes."""
+
+    suffix: str
+    head: str
+    keeps_pooler: bool = False   # BERT's pooler is the first layer of this head
+    lower_labels: bool = False   # id2label names lowercased ("POSITIVE" -> "positive")
+    renamable: bool = True       # stored under the name --head gives (else the head's own)
+
+
+TASK_CLASSES = (
+    TaskClass("ForSequenceClassification", "classifier", keeps_pooler=True, lower_labels=True),
+    TaskClass("ForTokenClassification", "token-classifier"),
+    TaskClass("ForMaskedLM", "mlm", renamable=False),
+    TaskClass("ForPreTraining", "mlm", renamable=False),
+)
+HF_REGRESSION = "regression"  # a value of HF's config.json problem_type
+# A sequence classifier with one output (num_labels 1, or problem_type regression).
+REGRESSION = TaskClass("ForSequenceClassification", "regressor", keeps_pooler=True)
+MLM_HEAD = "mlm"  # where an MLM head is stored, whatever the task model (ELECTRA has none)
+NO_TASK = TaskClass("Model", "", renamable=False)
+
+
+def make_family(arch: Architecture) -> Family:
+    """Register ``arch`` and its registry family (one call per family folder)."""
+    taken = sorted(set(arch.model_types) & set(_ARCHITECTURES))
+    if taken:
+        raise ValueError(f"model_type(s) {', '.join(taken)} already have a converter")
+    family = register_family(Family(
+        name=arch.name,
+        config_from_dict=functools.partial(config_from_dict, arch),
+        fetch=functools.partial(fetch, arch),
+        open_folder=functools.partial(open_folder, arch),
+        formats=f"a HuggingFace {'/'.join(arch.model_types)} folder with config.json and "
+                "model.safetensors or pytorch_model.bin"))
+    for model_type in arch.model_types:
+        _ARCHITECTURES[model_type] = arch
+    _FAMILIES[arch.name] = family
+    return family
+
+
+def model_types() -> list[str]:
+    return sorted(_ARCHITECTURES)
+
+
+def config_from_dict(arch: Architecture, values: Mapping):
+    """The family's config from a zoo manifest's ``config`` (unknown keys refused)."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config must be a JSON object, not {type(values).__name__}")
+    fields = {f.name for f in dataclasses.fields(arch.config_class)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"config: unknown {arch.name} field(s) {', '.join(unknown)}")
+    try:
+        return arch.config_class(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config: {err}") from None
+
+
+def architecture_of(hf: Any, where: str) -> Architecture:
+    if not isinstance(hf, Mapping):
+        raise ConfigError(f"{where}: expected a JSON object")
+    model_type = hf.get("model_type")
+    if model_type not in _ARCHITECTURES:
+        raise ConfigError(f"{where}: model_type {model_type!r} is not supported "
+                          f"(supported: {', '.join(model_types())})")
+    return _ARCHITECTURES[model_type]
+
+
+def open_folder(arch: Architecture, path: Path, name: str | None) -> Converted | None:
+    """An HF folder of this architecture as ``Converted``; not an HF folder, or another
+    registered architecture's: None. A model_type no architecture reads is an error."""
+    if not is_hf_folder(path):
+        return None
+    hf = read_json(path / "config.json")
+    if architecture_of(hf, str(path / "config.json")) is not arch:
+        return None
+    return convert_folder(path, name)
+
+
+def task_class(hf: Mapping, tensors: Mapping, table: NameTable) -> TaskClass:
+    """The checkpoint's task head, from ``architectures`` in config.json (else from its
+    tensor names: a ``classifier`` means sequence classification)."""
+    classes = hf.get("architectures") or []
+    for cls in classes if isinstance(classes, list) else []:
+        for task_class in TASK_CLASSES:
+            if isinstance(cls, str) and cls.endswith(task_class.suffix):
+                if task_class.suffix == REGRESSION.suffix and (
+                        hf.get("problem_type") == HF_REGRESSION or hf.get("num_labels") == 1
+                        or len(hf.get("id2label") or {0: 0, 1: 1}) == 1):
+                    return REGRESSION
+                return task_class
+        if isinstance(cls, str) and cls.endswith(NO_TASK.suffix):
+            return NO_TASK
+    names = [table.strip(n) for n in tensors]
+    if any(n.startswith(("classifier", "pre_classifier")) for n in names):
+        return TASK_CLASSES[0]
+    return NO_TASK
+
+
+def convert_folder(path: str | Path, name: str | None = None,
+                   classifier_head: str | None = None) -> Converted:
+    """An HF checkpoint folder as ``Converted`` (strict: one report for every problem)."""
+    from zoo.checkpoint import check_tree
+    from zoo.model import expected_params
+    from zoo.registry import get_encoder, get_head, list_models
+    from zoo.tasks import get_task
+
+    path = Path(path).expanduser()
+    check_complete(path)
+    where = str(path / "config.json")
+    hf = read_json(path / "config.json")
+    arch = architecture_of(hf, where)
+    config = arch.config_from_hf(hf, where)
+    family = _FAMILIES[arch.name]
+    model = name or _preset_for(arch, config, hf, list_models())
+    spec = get_encoder(model)
+    if spec.family is not family:
+        raise ConfigError(f"{path} holds a {hf['model_type']} checkpoint, but {model!r} is a "
+                          f"{spec.family.name} model")
+    if getattr(spec.config, "model_type", None) != getattr(config, "model_type", None):
+        raise ConfigError(f"{where}: model_type {config.model_type!r}, but {model!r} is a "
+                          f"{spec.config.model_type} model")
+    if spec.source is not None and _shape(spec.config) != _shape(config):
+        raise ConfigError(
+            f"{where} describes another architecture than the preset {model!r} "
+            f"({_shape_difference(spec.config, config)}); load it as "
+            f"{arch.model_types[hf['model_type']]} or without a model name")
+    source_id = getattr(spec.source, "repo_id", "") or str(hf.get("_name_or_path", ""))
+
+    tensors = read_weights(path)
+    task_cls = task_class(hf, tensors, arch.table)
+    head_name = task_cls.head
+    if task_cls is TASK_CLASSES[0]:
+        head_name = getattr(spec.source, "classifier_head", None) or head_name
+    if classifier_head is not None and task_cls.renamable:
+        want = get_head(task_cls.head).kind
+        if get_head(classifier_head).kind != want:
+            raise ConfigError(f"{path} holds a {want} head; --head {classifier_head} is a "
+                              f"{get_head(classifier_head).kind} head")
+        head_name = classifier_head
+    params, unmapped, notes = arch.table.map(tensors, head_name or "classifier",
+                                             keep_pooler=task_cls.keeps_pooler)
+    if arch.finish is not None:
+        arch.finish(params, config)
+    heads: dict[str, dict] = {}
+    for stored in dict.fromkeys(n for n in (head_name, MLM_HEAD) if n):
+        if not any(k.startswith(f"heads/{stored}/") for k in params):
+            continue
+        kind = get_head(stored).kind
+        heads[stored] = {"kind": kind}
+        kernel = params.get(f"heads/{stored}/classifier/kernel")
+        if get_task(kind).has_classes and kernel is not None:
+            n = int(kernel.shape[1])
+            heads[stored] |= {"num_classes": n, "labels": _labels(
+                hf, n, stored, lower=task_cls.lower_labels)}
+
+    expected = expected_params(model, {n: meta.get("num_classes") for n, meta in heads.items()},
+                               config=config)
+    check_tree(expected, params, source=f"{path} (as {model})", unmapped=unmapped,
+               unmapped_title="HF names with no zoo name")
+    from zoo.hf.tokenizer import read_tokenizer
+
+    tokenizer = read_tokenizer(path, source_id)
+    if tokenizer.get_vocab_size() > config.vocab_size:
+        raise ConfigError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens but "
+                          f"config.json's vocab_size is {config.vocab_size}")
+    weights = weights_file(path)
+    default = head_name if head_name in heads else (MLM_HEAD if MLM_HEAD in heads else None)
+    return Converted(
+        model=model, config=config, params=params, heads=heads, default_head=default,
+        tokenizer=tokenizer,
+        source={"kind": "huggingface", "path": str(path), "hub_id": source_id or None,
+                "file": weights.name, "sha256": sha256(weights),
+                "converter_version": CONVERTER_VERSION},
+        notes=tuple(notes),
+    )
+
+
+def _labels(hf: Mapping, num_classes: int, head: str, *, lower: bool) -> list[str]:
+    from zoo.registry import get_head
+
+    id2label = hf.get("id2label")
+    if isinstance(id2label, Mapping) and len(id2label) == num_classes:
+        try:
+            labels = [str(id2label.get(str(i), id2label.get(i))) for i in range(num_classes)]
+            labels = [label.lower() for label in labels] if lower else labels
+            if "none" not in labels and len(set(labels)) == num_classes:
+                return labels
+        except (TypeError, AttributeError):
+            pass
+    return list(get_head(head).label_names(num_classes))
+
+
+def _preset_for(arch: Architecture, config, hf: Mapping, names: list[str]) -> str:
+    """The registered preset a foreign folder is loaded as: same hub id, else same shape,
+    else the model type's ``-custom`` entry."""
+    from zoo.registry import get_encoder
+
+    family = _FAMILIES[arch.name]
+    ours = [n for n in names if get_encoder(n).family is family
+            and get_encoder(n).source is not None
+            and getattr(get_encoder(n).config, "model_type", None) == config.model_type]
+    hub_id = str(hf.get("_name_or_path", ""))
+    for n in ours:
+        if hub_id and getattr(get_encoder(n).source, "repo_id", None) == hub_id \
+                and _shape(get_encoder(n).config) == _shape(config):
+            return n
+    for n in ours:
+        if _shape(get_encoder(n).config) == _shape(config):
+            return n
+    return arch.model_types[hf["model_type"]]
+
+
+_NOT_SHAPE = ("dropout", "attention_dropout", "classifier_dropout", "embedding_dropout",
+              "max_len")
+
+
+def _shape(config) -> dict:
+    """The fields that decide parameter shapes and numerics (not dropout rates)."""
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_SHAPE}
+
+
+def _shape_difference(want, got) -> str:
+    a, b = _shape(want), _shape(got)
+    return ", ".join(f"{k} {b.get(k)} instead of {a[k]}" for k in a if a[k] != b.get(k))
+
+
+# ------------------------------------------------------------------------------ the hub
+
+
+def _manual(repo: str, name: str) -> str:
+    return (f"on a machine with network access run `huggingface-cli download {repo} "
+            f"{' '.join(SMALL_FILES)} model.safetensors --local-dir DIR` (older repos ship "
+            f"pytorch_model.bin instead), copy DIR here, then "
+            f"`python -m convert.hf_to_flax DIR --model {name}` (or pass weights=DIR)")
+
+
+def download(repo: str, download_dir: Path, name: str | None = None) -> Path:
+    """Fetch only what a conversion needs (safetensors preferred over .bin) into a folder."""
+    try:
+        import huggingface_hub
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        def get(filename: str) -> Path | None:
+            try:
+                return Path(huggingface_hub.hf_hub_download(repo, filename,
+                                                            local_dir=download_dir))
+            except LocalEntryNotFoundError:  # offline: not "the repo lacks this file"
+                raise
+            except EntryNotFoundError:
+                return None
+
+        for filename in SMALL_FILES:
+            get(filename)
+        if not (Path(download_dir) / "tokenizer.json").is_file():
+            for filename in TOKENIZER_DOWNLOADS:
+                get(filename)
+        if get(WEIGHT_FILES[0]) is None and get(WEIGHT_FILES[1]) is None:
+            raise WeightsNotFoundError(f"{repo} has neither {' nor '.join(WEIGHT_FILES)}")
+    except WeightsNotFoundError:
+        raise
+    except Exception as err:  # offline, hub down, auth: all end the same way
+        raise WeightsNotFoundError(
+            f"no local weights for {name or repo!r} and the download from {repo} failed "
+            f"({type(err).__name__}: {str(err)[:160]}). To work offline, "
+            f"{_manual(repo, name or '<preset>')}") from None
+    return Path(download_dir)
+
+
+def fetch(arch: Architecture, spec, download_dir: Path) -> Converted:
+    """A preset's published weights: downloaded once, then converted."""
+    return convert_folder(download(spec.source.repo_id, download_dir, spec.name), spec.name)

@@ -1,0 +1,150 @@
+"""HuggingFace checkpoint folders: what a folder must hold, JSON files, and the weights.
+
+Weights are ``model.safetensors`` (preferred) or ``pytorch_model.bin``. Neither is read
+with ``pickle.load``: safetensors is a JSON header plus raw little-endian arrays, read here
+with every offset and byte count checked; ``.bin`` goes through the allow-listed reader in
+``zoo.hf.torch_bin``. Half-precision tensors (float16, bfloat16) become float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.errors import ConfigError
+from zoo.registry import WeightsNotFoundError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+# What a download fetches besides the weights (absent files are fine).
+SMALL_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
+               "special_tokens_map.json")
+MAX_HEADER = 100 << 20  # a safetensors header (JSON) larger than this is refused
+# safetensors dtype -> (numpy dtype read from the file, itemsize)
+SAFETENSORS_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
+    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "u1",
+}
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def is_hf_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file() and any(
+        (path / name).is_file() for name in WEIGHT_FILES)
+
+
+def check_complete(path: Path) -> None:
+    """One line naming what a folder lacks to be an HF checkpoint (config, weights)."""
+    if not path.is_dir():
+        raise WeightsNotFoundError(f"{path} is not a folder; expected a HuggingFace checkpoint "
+                                   "folder (config.json and model.safetensors or "
+                                   "pytorch_model.bin)")
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if missing:
+        raise WeightsNotFoundError(
+            f"{path} is not a complete HuggingFace checkpoint: it lacks {' and '.join(missing)} "
+            "(copy the whole folder, or pass a hub id owner/name to download it)")
+
+
+def weights_file(path: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise WeightsNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
+
+
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """Tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin`` in ``path``."""
+    file = weights_file(path)
+    if file.suffix == ".safetensors":
+        return read_safetensors(file)
+    from zoo.hf.torch_bin import read_torch_bin
+
+    return read_torch_bin(file)
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as native-order arrays (half precision as float32).
+
+    The header is checked before any tensor is read: its size, that it is a JSON object of
+    known dtypes and integer shapes, and that each tensor's byte range lies inside the data
+    and is exactly ``prod(shape) * itemsize`` long, without overlaps.
+    """
+    size = path.stat().st_size
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{path}: not a valid safetensors file ({why})")
+
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise bad("shorter than its 8-byte header length")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > min(MAX_HEADER, size - 8):
+            raise bad(f"header length {header_len} exceeds the file or {MAX_HEADER} bytes")
+        try:
+            header = json.loads(handle.read(header_len).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise bad(f"header is not JSON: {err}") from None
+        if not isinstance(header, dict):
+            raise bad("header is not a JSON object")
+        header.pop("__metadata__", None)
+        data_start, data_len = 8 + header_len, size - 8 - header_len
+        entries = []
+        for name, entry in header.items():
+            if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+                raise bad(f"entry {name!r} is not {{dtype, shape, data_offsets}}")
+            dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+            if dtype not in SAFETENSORS_DTYPES:
+                raise bad(f"{name}: dtype {dtype!r} is not supported "
+                          f"({', '.join(SAFETENSORS_DTYPES)})")
+            if not (isinstance(shape, list) and all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+                raise bad(f"{name}: shape {shape!r} is not a list of sizes")
+            if not (isinstance(offsets, list) and len(offsets) == 2 and all(
+                    isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+                raise bad(f"{name}: data_offsets {offsets!r} is not [begin, end]")
+            begin, end = offsets
+            nbytes = math.prod(shape) * np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
+            if not 0 <= begin <= end <= data_len or end - begin != nbytes:
+                raise bad(f"{name}: bytes [{begin}, {end}) do not hold shape {shape} of {dtype} "
+                          f"inside the {data_len}-byte data")
+            entries.append((begin, end, name, dtype, tuple(shape)))
+        entries.sort()
+        for (_, end, name, *_), (begin, _, other, *_) in zip(entries, entries[1:]):
+            if begin < end:
+                raise bad(f"{name} and {other} overlap")
+        tensors = {}
+        for begin, end, name, dtype, shape in entries:
+            handle.seek(data_start + begin)
+            raw = np.frombuffer(handle.read(end - begin), SAFETENSORS_DTYPES[dtype])
+            if dtype == "BF16":  # bfloat16 is the high half of a float32
+                array = (raw.astype(np.uint32) << 16).view(np.float32)
+            elif dtype == "BOOL":
+                array = raw.astype(bool)
+            else:
+                array = raw.astype(raw.dtype.newbyteorder("="))
+            tensors[name] = np.ascontiguousarray(array.reshape(shape))
+    return tensors
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
