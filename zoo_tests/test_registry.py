@@ -28,10 +28,53 @@ def _batch(vocab: int, length: int = 12):
     return jnp.asarray(ids), jnp.asarray(mask)
 
 
+LARGE = 120_000_000  # presets above this many parameters are run at a test size
+
+
+def _parameters(encoder: str, config=None) -> int:
+    abstract = nnx.eval_shape(lambda: zoo.get_encoder(encoder).build(nnx.Rngs(0), config))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+
+
+def test_size_config(config):
+    """The same architecture and options at a size that runs in a test: 2 layers, at most
+    2,048 vocabulary rows (per-layer fields such as ModernBERT's ``layer_types`` cut too)."""
+    import dataclasses
+
+    changes = {"num_layers": min(config.num_layers, 2),
+               "vocab_size": min(config.vocab_size, 2048)}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, tuple) and len(value) == config.num_layers:
+            changes[field.name] = value[:changes["num_layers"]]
+    return dataclasses.replace(config, **changes)
+
+
+test_size_config.__test__ = False  # a helper, not a test
+
+
 @functools.cache
 def _model(encoder: str) -> zoo.ZooModel:
-    """Each preset is initialised once per session (BERT-base is 110M parameters)."""
-    return zoo.build_model(encoder, "sst2", seed=0)
+    """Each preset is initialised once per session; presets above ``LARGE`` parameters
+    (XLM-R's 250k vocabulary, ModernBERT-large) at ``test_size_config`` of their own config
+    (their full size is built abstractly in ``test_every_preset_builds_at_full_size``)."""
+    config = zoo.get_encoder(encoder).config
+    if _parameters(encoder) > LARGE:
+        config = test_size_config(config)
+    return zoo.build_model(encoder, "sst2", seed=0, config=config)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_every_preset_builds_at_full_size(encoder):
+    """Shape-only at the preset's own size: every parameter is float32 and the encoder's
+    word-embedding table has the preset's vocabulary and width."""
+    spec = zoo.get_encoder(encoder)
+    abstract = nnx.eval_shape(lambda: spec.build(nnx.Rngs(0)))
+    leaves = jax.tree.leaves(nnx.state(abstract, nnx.Param))
+    assert leaves and all(x.dtype == jnp.float32 for x in leaves)
+    table = abstract.token_embeddings().get_value()
+    assert table.shape[0] == spec.config.vocab_size
+    assert _parameters(encoder) > spec.config.vocab_size * table.shape[1]
 
 
 @functools.cache
@@ -96,6 +139,14 @@ def test_eval_by_default_and_dropout_needs_rngs(encoder):
     model = _model(encoder)
     ids, mask = _batch(model.config.vocab_size)
     np.testing.assert_array_equal(model(ids, mask), model(ids, mask))  # eval: deterministic
+    if not any(getattr(m, "rate", 0) for _, m in model.iter_modules()):
+        # A preset trained without dropout (ModernBERT): training mode changes nothing.
+        model.train()
+        try:
+            np.testing.assert_array_equal(model(ids, mask), model(ids, mask, rngs=nnx.Rngs(1)))
+        finally:
+            model.eval()
+        return
     model.train()
     try:
         with pytest.raises(ValueError, match="rngs"):

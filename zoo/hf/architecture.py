@@ -43,7 +43,8 @@ class Architecture:
     config_class: type
     config_from_hf: Callable[[Mapping, str], Any]  # (config.json, where) -> config
     table: NameTable
-    finish: Callable[[dict, Any], None] | None = None  # edits mapped params in place
+    # Edits mapped params in place (e.g. unties a decoder); may return notes.
+    finish: Callable[[dict, Any], list[str] | None] | None = None
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}  # model_type -> architecture
@@ -193,8 +194,8 @@ def convert_folder(path: str | Path, name: str | None = None,
         head_name = classifier_head
     params, unmapped, notes = arch.table.map(tensors, head_name or "classifier",
                                              keep_pooler=task_cls.keeps_pooler)
-    if arch.finish is not None:
-        arch.finish(params, config)
+    if arch.finish is not None:  # may return notes on what it dropped on purpose
+        notes = sorted(notes + list(arch.finish(params, config) or ()))
     heads: dict[str, dict] = {}
     for stored in dict.fromkeys(n for n in (head_name, MLM_HEAD) if n):
         if not any(k.startswith(f"heads/{stored}/") for k in params):

@@ -3,3 +3,4 @@ adding a family is a folder plus one line here."""
 
 from zoo.models import m2l  # noqa: F401
 from zoo.models import bert  # noqa: F401
+from zoo.models import deberta_v2  # noqa: F401

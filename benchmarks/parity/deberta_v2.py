@@ -1,0 +1,334 @@
+"""DeBERTa-v2 / DeBERTa-v3 parity checkpoints: small random transformers models of every task
+class, written with ``save_pretrained`` beside a DeBERTa-v3-style tokenizer.
+
+Needs torch and transformers (the bench environment); the zoo never imports them.
+
+``checkpoints(root)`` writes the parity set and returns ``(label, folder)`` pairs. Options
+covered (one checkpoint each unless said):
+
+- DeBERTa-v3 attention (the published models): relative attention only
+  (``position_biased_input`` false), log buckets (``position_buckets`` 16 so that SST-2
+  sentences reach the log range, and the real 256), ``max_relative_positions`` -1,
+  ``pos_att_type`` c2p + p2c, ``share_att_key``, ``norm_rel_ebd`` layer_norm,
+  ``type_vocab_size`` 0;
+- DeBERTa-v2-style attention: separate ``pos_key_proj`` / ``pos_query_proj``
+  (``share_att_key`` false), no buckets with ``max_relative_positions`` 24 (distances
+  clamped), ``pos_att_type`` p2c alone and c2p alone, no rel-embedding LayerNorm, absolute
+  positions added too, ``type_vocab_size`` 2;
+- ``relative_attention`` false (learned absolute positions only; ``pos_att_type`` still
+  scales the scores, as in transformers), ``embedding_size`` != ``hidden_size``
+  (``embed_proj``);
+- task classes: base model, ForSequenceClassification with 3 labels (``id2label``;
+  ``pooler_hidden_act`` gelu, and tanh with ``cls_dropout``) and with 1 (regression),
+  ForTokenClassification (5 tags), ForMaskedLM in both layouts (``legacy`` true:
+  ``cls.predictions.*`` tied, and untied with ``tie_word_embeddings`` false; ``legacy``
+  false: ``lm_predictions.lm_head.*``);
+- ``hidden_act`` gelu, gelu_new, relu;
+- weight files: ``model.safetensors`` as transformers 5 writes it, and ``pytorch_model.bin``
+  as transformers 4 wrote it (the whole state dict plus the ``position_ids`` buffer,
+  ``config.json`` with ``pos_att_type: "p2c|c2p"`` and ``torch_dtype``) -- one of them
+  shaped like the hub's DeBERTa-v3 files (``lm_predictions`` MLM head, an unused absolute
+  position table, the replaced-token-detection head ``mask_predictions.*``).
+
+Random weights use ``initializer_range`` 0.2 and every LayerNorm and bias is perturbed
+(transformers initialises them to 1 / 0), so a misplaced tensor shows in the outputs.
+
+``write_golden(root)`` writes the tiny golden folders of ``zoo_tests/test_deberta_v2.py``:
+safetensors checkpoints plus ``expected.npz`` (transformers' input ids, attention mask,
+token types and outputs on ``GOLDEN_SENTENCES``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SST2_TRAIN = Path(__file__).resolve().parents[2].parent / "shared/data/SST-2/train.tsv"
+SEED = 1234
+SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]")  # ids 0..3; [MASK] last, as DeBERTa-v3's
+GOLDEN_SENTENCES = (
+    "a gorgeous , witty , seductive movie .",
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the film is strictly routine .",
+    "a masterpiece four years in the making , and more than worth the long wait for it .",
+    "Hello World! Café au lait, naïve résumé.",
+    "[MASK] is the best part",
+    "this is a film well worth seeing , talking and singing heads and all .",
+)
+# The pair inputs of the golden files with token types (``type_vocab_size`` 2).
+GOLDEN_PAIRS = tuple(zip(GOLDEN_SENTENCES, GOLDEN_SENTENCES[1:] + GOLDEN_SENTENCES[:1]))
+
+
+def _sentences(limit: int | None = None) -> list[str]:
+    lines = SST2_TRAIN.read_text(encoding="utf-8").splitlines()[1:]
+    texts = [line.split("\t")[0].strip() for line in lines]
+    return texts[:limit] if limit else texts
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def deberta_v3_tokenizer(vocab_size: int, texts: list[str]):
+    """Unigram + Metaspace as DeBERTa-v3's (``[PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3``, ``[MASK]``
+    last, ``[CLS] $A [SEP]`` / ``[CLS] $A [SEP] $B [SEP]`` with type ids 0/1). The normaliser
+    is transformers' stand-in for a missing SentencePiece charsmap: whitespace runs to one
+    space, NFC, right strip."""
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
+                            pre_tokenizers, processors)
+    from tokenizers.trainers import UnigramTrainer
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+        normalizers.Strip(left=False, right=True)])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = UnigramTrainer(vocab_size=vocab_size - 1, special_tokens=list(SPECIALS),
+                             unk_token="[UNK]", show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tokenizer.add_special_tokens([AddedToken("[MASK]", special=True)])
+    assert [tokenizer.token_to_id(t) for t in SPECIALS] == [0, 1, 2, 3]
+    assert tokenizer.token_to_id("[MASK]") == tokenizer.get_vocab_size() - 1
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    return tokenizer
+
+
+def _save_tokenizer(tokenizer, folder: Path, max_len: int) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="[CLS]", eos_token="[SEP]", sep_token="[SEP]",
+        cls_token="[CLS]", unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]",
+        model_max_length=max_len,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    ).save_pretrained(str(folder))
+
+
+# ----------------------------------------------------------------------------- models
+
+# DeBERTa-v3's attention (microsoft/deberta-v3-*), with fewer buckets by default.
+V3 = {"relative_attention": True, "position_buckets": 16, "max_relative_positions": -1,
+      "pos_att_type": "p2c|c2p", "share_att_key": True, "norm_rel_ebd": "layer_norm",
+      "position_biased_input": False, "type_vocab_size": 0}
+# DeBERTa-v2-style: separate position projections, no buckets, absolute positions too.
+V2 = {"relative_attention": True, "position_buckets": -1, "max_relative_positions": 24,
+      "pos_att_type": ["p2c"], "share_att_key": False, "position_biased_input": True,
+      "type_vocab_size": 2}
+# No relative attention: learned absolute positions (pos_att_type still sets the scale).
+ABSOLUTE = {"relative_attention": False, "position_biased_input": True,
+            "pos_att_type": ["p2c", "c2p"], "type_vocab_size": 2}
+
+TASKS = {
+    "base": "DebertaV2Model",
+    "classifier": "DebertaV2ForSequenceClassification",
+    "regressor": "DebertaV2ForSequenceClassification",
+    "token": "DebertaV2ForTokenClassification",
+    "mlm": "DebertaV2ForMaskedLM",
+}
+
+
+def _perturb(model, generator) -> None:
+    """LayerNorm weights ~ 1 + N(0, 0.3), every bias and LayerNorm bias ~ N(0, 0.1)."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if name.endswith("LayerNorm.weight"):
+                param.copy_(1.0 + 0.3 * noise)
+            elif name.endswith("bias"):
+                param.copy_(0.1 * noise)
+
+
+def _config(vocab_size: int, **options):
+    from transformers import DebertaV2Config
+
+    values = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, intermediate_size=128, max_position_embeddings=512,
+                  layer_norm_eps=1e-7, initializer_range=0.2, pad_token_id=0)
+    values.update(options)
+    return DebertaV2Config(**values)
+
+
+def _model(task: str, config, generator):
+    import transformers
+
+    model = getattr(transformers, TASKS[task])(config)
+    _perturb(model, generator)
+    return model.eval()
+
+
+def _write_bin(model, folder: Path, extra: dict) -> None:
+    """transformers 4's files: the whole state dict (tied copies too) + the position_ids
+    buffer in ``pytorch_model.bin``, and ``config.json`` as 4.x wrote it."""
+    import torch
+
+    state = dict(model.state_dict())
+    prefix = "deberta." if hasattr(model, "deberta") else ""
+    positions = model.config.max_position_embeddings
+    state[f"{prefix}embeddings.position_ids"] = torch.arange(positions).expand((1, -1))
+    generator = torch.Generator().manual_seed(SEED + 1)
+    for name, shape in extra.items():
+        state[name] = 0.2 * torch.randn(shape, generator=generator)
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("dtype", None)
+    config["torch_dtype"] = "float32"
+    config["transformers_version"] = "4.46.0"
+    if isinstance(config.get("pos_att_type"), list):
+        config["pos_att_type"] = "|".join(config["pos_att_type"])
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def _hub_extras(model) -> dict:
+    """Tensors the hub's DeBERTa-v3 files carry that transformers ignores on load."""
+    h = model.config.hidden_size
+    e = getattr(model.config, "embedding_size", h)
+    return {"deberta.embeddings.position_embeddings.weight":
+            (model.config.max_position_embeddings, e),
+            "mask_predictions.dense.weight": (h, h), "mask_predictions.dense.bias": (h,),
+            "mask_predictions.LayerNorm.weight": (h,), "mask_predictions.LayerNorm.bias": (h,),
+            "mask_predictions.classifier.weight": (1, h),
+            "mask_predictions.classifier.bias": (1,)}
+
+
+# (label, task, config options, write pytorch_model.bin, hub-like extras in the .bin)
+VARIANTS = (
+    ("v3-base", "base", {**V3}, False, False),
+    ("v3-base-buckets256", "base", {**V3, "position_buckets": 256, "num_hidden_layers": 3},
+     False, False),
+    ("v3-classifier-bin", "classifier",
+     {**V3, "num_labels": 3, "id2label": {0: "negative", 1: "neutral", 2: "positive"}},
+     True, False),
+    ("v3-regressor", "regressor", {**V3, "num_labels": 1}, False, False),
+    ("v3-token", "token", {**V3, "num_labels": 5}, False, False),
+    ("v3-mlm", "mlm", {**V3}, False, False),
+    ("v3-mlm-untied", "mlm", {**V3, "tie_word_embeddings": False}, False, False),
+    ("v3-mlm-new-head-hub-bin", "mlm", {**V3, "legacy": False}, True, True),
+    ("v2-base-p2c-gelu-new", "base", {**V2, "hidden_act": "gelu_new"}, False, False),
+    ("v2-classifier-c2p-tanh", "classifier",
+     {**V2, "pos_att_type": ["c2p"], "num_labels": 3, "pooler_hidden_act": "tanh",
+      "cls_dropout": 0.2, "id2label": {0: "bad", 1: "meh", 2: "good"}}, False, False),
+    ("v2-token-bin-relu", "token",
+     {**V2, "pos_att_type": ["c2p", "p2c"], "num_labels": 5, "hidden_act": "relu"}, True,
+     False),
+    ("absolute-base-embed-proj", "base", {**ABSOLUTE, "embedding_size": 32}, False, False),
+    ("absolute-mlm-bin", "mlm", {**ABSOLUTE, "max_position_embeddings": 128}, True, False),
+)
+
+
+def _build(root: Path, variants, *, vocab: int, sizes: dict | None = None
+           ) -> list[tuple[str, Path]]:
+    import torch
+
+    tokenizer = deberta_v3_tokenizer(vocab, _sentences())
+    out = []
+    for label, task, options, bin_file, hub in variants:
+        generator = torch.Generator().manual_seed(SEED)
+        torch.manual_seed(SEED)
+        config = _config(tokenizer.get_vocab_size(), **{**(sizes or {}), **options})
+        model = _model(task, config, generator)
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(folder))
+        if bin_file:
+            _write_bin(model, folder, _hub_extras(model) if hub else {})
+        _save_tokenizer(tokenizer, folder, model.config.max_position_embeddings)
+        out.append((label, folder))
+    return out
+
+
+def checkpoints(root: Path) -> list[tuple[str, Path]]:
+    """The parity set (labels and folders), written under ``root``."""
+    return _build(Path(root), VARIANTS, vocab=2000)
+
+
+# ----------------------------------------------------------------------------- golden files
+
+GOLDEN = (
+    ("v3-base", "base", {**V3}, False, False),
+    ("v3-classifier", "classifier",
+     {**V3, "num_labels": 3, "id2label": {0: "negative", 1: "neutral", 2: "positive"}},
+     False, False),
+    ("v3-regressor", "regressor", {**V3, "num_labels": 1}, False, False),
+    ("v3-token", "token", {**V3, "num_labels": 5}, False, False),
+    ("v3-mlm", "mlm", {**V3}, False, False),
+    ("v3-mlm-new-head", "mlm", {**V3, "legacy": False}, False, False),
+    ("v2-base-pairs", "base",
+     {**V2, "pos_att_type": ["c2p", "p2c"], "hidden_act": "gelu_new"}, False, False),
+    ("absolute-base", "base", {**ABSOLUTE, "embedding_size": 8}, False, False),
+)
+GOLDEN_SIZES = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "intermediate_size": 32, "position_buckets": 8, "max_position_embeddings": 128}
+
+
+def golden_positions(attention_mask: np.ndarray) -> np.ndarray:
+    """(row, column) pairs where an MLM golden file keeps logits (all vocabulary columns):
+    each row's first, middle and last real token -- the head is position-wise, and the
+    encoder is checked at every position by the base model's file."""
+    pairs = []
+    for row, mask in enumerate(np.asarray(attention_mask)):
+        last = int(mask.sum()) - 1
+        pairs += [(row, col) for col in sorted({0, last // 2, last})]
+    return np.array(pairs, np.int32)
+
+
+def write_golden(root: Path) -> list[Path]:
+    """Tiny checkpoints + ``expected.npz`` under ``root/deberta-v2-<label>``
+    (``zoo_tests/golden``)."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    root = Path(root)
+    golden = tuple((f"deberta-v2-{label}", *rest) for label, *rest in GOLDEN)
+    folders = []
+    for label, folder in _build(root, golden, vocab=300, sizes=GOLDEN_SIZES):
+        task = next(t for name, t, *_ in golden if name == label)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = getattr(transformers, TASKS[task]).from_pretrained(str(folder)).eval()
+        pairs = model.config.type_vocab_size >= 2
+        texts = ([a for a, _ in GOLDEN_PAIRS], [b for _, b in GOLDEN_PAIRS]) if pairs \
+            else (list(GOLDEN_SENTENCES),)
+        batch = tokenizer(*texts, padding=True, return_tensors="pt",
+                          return_token_type_ids=True)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if pairs:
+            inputs["token_type_ids"] = batch["token_type_ids"]
+        with torch.no_grad():
+            result = model(**inputs)
+        output = (result.last_hidden_state if task == "base" else result.logits).numpy()
+        mask = batch["attention_mask"].numpy().astype(np.int32)
+        extra = {}
+        if pairs:
+            extra["token_type_ids"] = batch["token_type_ids"].numpy().astype(np.int32)
+        if task == "mlm":  # the full (B, S, vocab) logits would be most of the bytes
+            extra["positions"] = golden_positions(mask)
+            output = output[extra["positions"][:, 0], extra["positions"][:, 1]]
+        np.savez_compressed(
+            folder / "expected.npz", input_ids=batch["input_ids"].numpy().astype(np.int32),
+            attention_mask=mask, output=output.astype(np.float32), **extra,
+            sentences=np.array(GOLDEN_SENTENCES), task=np.array(task))
+        folders.append(folder)
+    return folders
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=("checkpoints", "golden"))
+    parser.add_argument("root", type=Path)
+    args = parser.parse_args()
+    if args.what == "golden":
+        for path in write_golden(args.root):
+            print(path)
+    else:
+        for label, path in checkpoints(args.root):
+            print(label, path)
