@@ -127,7 +127,8 @@ def test_every_head_fits_every_encoder(encoder, head):
     config = _model(encoder).config
     head_module = zoo.model.build_head(head, config, num_classes=None, seed=0)
     head_module.eval()
-    out = head_module(_hidden(encoder))
+    _, mask = _batch(config.vocab_size)
+    out = head_module(_hidden(encoder), attention_mask=mask)
     spec = zoo.get_head(head)
     expected = get_task(spec.kind).output_shape(3, 12, config, spec.num_classes)
     assert out.shape == expected and out.dtype == jnp.float32

@@ -46,6 +46,15 @@ _preset("all-minilm-l6-v2", _bert(6, 384, 12), "all-MiniLM-L6-v2 sentence embedd
         HFSource("sentence-transformers/all-MiniLM-L6-v2"),
         # its sentence-transformers modules: Pooling(mean), Normalize, max_seq_length 256
         embedding={"pooling": "mean", "normalize": True, "max_len": 256})
+# intfloat/multilingual-e5-small is a BERT checkpoint with XLM-R's vocabulary (its config.json
+# says model_type "bert": positions from 0, two token types, eps 1e-12).
+_preset("multilingual-e5-small", BertConfig(
+    vocab_size=250_037, hidden_size=384, num_layers=12, num_heads=12, intermediate_size=1536),
+    "multilingual-e5-small sentence embeddings (mean pooling, ~100 languages, XLM-R "
+    "vocabulary): 12 layers, H 384, 118M parameters. Prefix texts with 'query: ' or "
+    "'passage: '.", HFSource("intfloat/multilingual-e5-small"),
+    # its sentence-transformers modules: Pooling(mean), Normalize, max_seq_length 512
+    embedding={"pooling": "mean", "normalize": True, "max_len": 512})
 _preset("electra-small", BertConfig(
     vocab_size=VOCAB, hidden_size=256, num_layers=12, num_heads=4, intermediate_size=1024,
     embedding_size=128, model_type="electra"),

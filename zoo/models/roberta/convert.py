@@ -1,0 +1,150 @@
+"""The RoBERTa family's converter: HF ``config.json`` -> ``RobertaConfig`` and the name table
+HF -> zoo (RoBERTa and XLM-RoBERTa share both). Folders, weights and tokenizers are
+``zoo.hf``'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from zoo.errors import ConfigError
+from zoo.hf import Architecture, NameTable
+from zoo.models.roberta.modeling import MODEL_TYPES, RobertaConfig
+
+# RobertaConfig field -> config.json key (first present wins) and transformers' default for
+# an absent key (transformers 5's RobertaConfig / XLMRobertaConfig; None: required).
+_HF_KEYS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "vocab_size": (("vocab_size",), None),
+    "hidden_size": (("hidden_size",), None),
+    "num_layers": (("num_hidden_layers",), None),
+    "num_heads": (("num_attention_heads",), None),
+    "intermediate_size": (("intermediate_size",), None),
+    "max_position_embeddings": (("max_position_embeddings",), 512),
+    "type_vocab_size": (("type_vocab_size",), 2),
+    "layer_norm_eps": (("layer_norm_eps",), 1e-12),
+    "hidden_act": (("hidden_act",), "gelu"),
+    "dropout": (("hidden_dropout_prob",), 0.1),
+    "attention_dropout": (("attention_probs_dropout_prob",), 0.1),
+    # RobertaClassificationHead: classifier_dropout, else hidden_dropout_prob
+    "classifier_dropout": (("classifier_dropout", "hidden_dropout_prob"), 0.1),
+    "pad_token_id": (("pad_token_id",), 1),
+}
+# Options whose other values change the network; (key, the value implemented, why).
+_FIXED = (
+    ("position_embedding_type", "absolute", "only learned absolute positions"),
+    ("is_decoder", False, "a causal decoder; this is a bidirectional encoder"),
+    ("add_cross_attention", False, "cross-attention layers"),
+)
+
+
+def config_from_hf(hf: Mapping, where: str = "config.json") -> RobertaConfig:
+    """``RobertaConfig`` from an HF ``config.json`` (model_type roberta or xlm-roberta), as
+    transformers 4.x writes it on the hub (``torch_dtype``, ``position_embedding_type``,
+    ``output_past``) or 5.x's ``save_pretrained`` does (``dtype``). Keys a file leaves out
+    take transformers' defaults, as ``from_pretrained`` does."""
+    if not isinstance(hf, Mapping):
+        raise ConfigError(f"{where}: expected a JSON object")
+    model_type = hf.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"{where}: model_type {model_type!r} is not a RoBERTa type "
+                          f"(supported: {', '.join(MODEL_TYPES)})")
+    for key, implemented, why in _FIXED:
+        value = hf.get(key, implemented)
+        if value is not None and value != implemented:
+            raise ConfigError(f"{where}: {key} {value!r} is not supported ({why}; "
+                              f"expected {implemented!r})")
+    if "pad_token_id" in hf and hf["pad_token_id"] is None:
+        raise ConfigError(f"{where}: pad_token_id None is not supported (RoBERTa's positions "
+                          "are counted from the padding id)")
+    missing = [keys[0] for keys, default in _HF_KEYS.values()
+               if default is None and all(hf.get(k) is None for k in keys)]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    values: dict[str, Any] = {"model_type": model_type}
+    for field, (keys, default) in _HF_KEYS.items():
+        values[field] = next((hf[k] for k in keys if hf.get(k) is not None), default)
+    try:
+        return RobertaConfig(**values)
+    except (TypeError, ValueError) as err:
+        # hidden_act 'x' is not supported (...), pad_token_id must be ..., and so on
+        raise ConfigError(f"{where}: {err}") from None
+
+
+# ------------------------------------------------------------------------------ the name table
+
+_L = r"(?P<i>\d+)"
+_LAYER = rf"encoder\.layer\.{_L}\."
+RULES: tuple[tuple[str, str], ...] = (
+    (r"embeddings\.word_embeddings\.weight", "encoder/embeddings/word/embedding"),
+    (r"embeddings\.position_embeddings\.weight", "encoder/embeddings/position/embedding"),
+    (r"embeddings\.token_type_embeddings\.weight", "encoder/embeddings/token_type/embedding"),
+    (r"embeddings\.LayerNorm\.(weight|gamma)", "encoder/embeddings/norm/scale"),
+    (r"embeddings\.LayerNorm\.(bias|beta)", "encoder/embeddings/norm/bias"),
+    (_LAYER + r"attention\.self\.(?P<p>query|key|value)\.weight",
+     "encoder/layers/{i}/attention/{p}/kernel T"),
+    (_LAYER + r"attention\.self\.(?P<p>query|key|value)\.bias",
+     "encoder/layers/{i}/attention/{p}/bias"),
+    (_LAYER + r"attention\.output\.dense\.weight", "encoder/layers/{i}/attention/output/kernel T"),
+    (_LAYER + r"attention\.output\.dense\.bias", "encoder/layers/{i}/attention/output/bias"),
+    (_LAYER + r"attention\.output\.LayerNorm\.(weight|gamma)",
+     "encoder/layers/{i}/attention_norm/scale"),
+    (_LAYER + r"attention\.output\.LayerNorm\.(bias|beta)",
+     "encoder/layers/{i}/attention_norm/bias"),
+    (_LAYER + r"intermediate\.dense\.weight", "encoder/layers/{i}/intermediate/kernel T"),
+    (_LAYER + r"intermediate\.dense\.bias", "encoder/layers/{i}/intermediate/bias"),
+    (_LAYER + r"output\.dense\.weight", "encoder/layers/{i}/output/kernel T"),
+    (_LAYER + r"output\.dense\.bias", "encoder/layers/{i}/output/bias"),
+    (_LAYER + r"output\.LayerNorm\.(weight|gamma)", "encoder/layers/{i}/output_norm/scale"),
+    (_LAYER + r"output\.LayerNorm\.(bias|beta)", "encoder/layers/{i}/output_norm/bias"),
+    # RobertaClassificationHead (sequence classification and regression)
+    (r"classifier\.dense\.weight", "heads/{cls}/dense/kernel T"),
+    (r"classifier\.dense\.bias", "heads/{cls}/dense/bias"),
+    (r"classifier\.out_proj\.weight", "heads/{cls}/classifier/kernel T"),
+    (r"classifier\.out_proj\.bias", "heads/{cls}/classifier/bias"),
+    # token classification: dropout -> classifier
+    (r"classifier\.weight", "heads/{cls}/classifier/kernel T"),
+    (r"classifier\.bias", "heads/{cls}/classifier/bias"),
+    # RobertaLMHead: dense -> gelu -> layer_norm -> decoder
+    (r"lm_head\.dense\.weight", "heads/mlm/dense/kernel T"),
+    (r"lm_head\.dense\.bias", "heads/mlm/dense/bias"),
+    (r"lm_head\.layer_norm\.weight", "heads/mlm/norm/scale"),
+    (r"lm_head\.layer_norm\.bias", "heads/mlm/norm/bias"),
+    (r"lm_head\.decoder\.weight", "heads/mlm/decoder/kernel T"),  # files of untied decoders
+    (r"lm_head\.decoder\.bias", "heads/mlm/decoder/bias"),
+    (r"lm_head\.bias", "heads/mlm/lm_head_bias"),  # LM_HEAD_BIAS, resolved by ``finish``
+)
+LM_HEAD_BIAS = "heads/mlm/lm_head_bias"
+IGNORED = (
+    (r"embeddings\.position_ids", "buffer"),
+    (r"embeddings\.token_type_ids", "buffer"),
+    (r"pooler\.dense\.(weight|bias)", "RobertaModel's pooler: RoBERTa's task heads do not "
+                                      "use it"),
+)
+
+TABLE = NameTable(rules=RULES, ignored=IGNORED, prefixes=("roberta.",))
+
+
+def finish(params: dict, config: RobertaConfig | None = None) -> None:
+    """The MLM decoder as transformers computes it, from whichever copies a file holds.
+
+    ``lm_head.decoder`` is what RobertaLMHead applies. When tied (the default) its weight is
+    the word-embedding table and its bias ``lm_head.bias``: transformers 5 files keep only
+    those; transformers 4 ``.bin`` files also hold equal ``lm_head.decoder.*`` copies. An
+    untied decoder (``tie_word_embeddings`` false) is stored whole, and its
+    ``lm_head.bias`` is then a separate tensor the model never reads.
+    """
+    lm_bias = params.pop(LM_HEAD_BIAS, None)
+    if lm_bias is not None and "heads/mlm/decoder/bias" not in params:
+        params["heads/mlm/decoder/bias"] = lm_bias
+    embedding = params.get("encoder/embeddings/word/embedding")
+    if "heads/mlm/decoder/bias" in params and "heads/mlm/decoder/kernel" not in params \
+            and embedding is not None:
+        params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(embedding.T)
+
+
+ARCHITECTURE = Architecture(
+    name="roberta",
+    model_types={"roberta": "roberta-custom", "xlm-roberta": "xlm-roberta-custom"},
+    config_class=RobertaConfig, config_from_hf=config_from_hf, table=TABLE, finish=finish)
