@@ -38,7 +38,16 @@ from zoo.train import Steps, TrainConfig, make_optimizer
 STEPS = 3
 TINY_BERT = BertConfig(vocab_size=512, hidden_size=32, num_layers=2, num_heads=4,
                        intermediate_size=64, max_position_embeddings=64)
-FAMILIES = ("m2l", "bert")
+FAMILIES = ("m2l", "bert", "roberta", "deberta_v2", "modernbert")
+# Tiny configs of each HF family's -custom preset (its architecture and options).
+TINY = {"bert": ("bert-custom", {}),
+        "roberta": ("roberta-custom", {}),
+        "deberta_v2": ("deberta-v2-custom", {"position_buckets": 8, "max_relative_positions": 16}),
+        "modernbert": ("modernbert-custom", {"layer_types": ("full_attention",
+                                                             "sliding_attention"),
+                                             "local_attention": 4, "dropout": 0.1,
+                                             "attention_dropout": 0.1,
+                                             "embedding_dropout": 0.1})}  # trains with dropout here
 # Collectives as XLA names them in compiled HLO (``all-gather(`` or the async ``-start(``).
 COLLECTIVE = re.compile(r"\b(all-gather|all-reduce|all-to-all|ragged-all-to-all|"
                         r"collective-permute|collective-broadcast|reduce-scatter)(?:-start)?\(")
@@ -59,7 +68,25 @@ def collectives(hlo: str) -> dict[str, int]:
 def build(family: str, head: str | None = "sst2"):
     if family == "m2l":
         return build_model("encoder-m2l-tiny", head, seed=0)
-    return build_model("bert-custom", head, seed=0, config=TINY_BERT)
+    if family == "bert":
+        return build_model("bert-custom", head, seed=0, config=TINY_BERT)
+    from zoo.registry import get_encoder
+
+    name, options = TINY[family]
+    config = dataclasses.replace(
+        get_encoder(name).config, vocab_size=512, hidden_size=32, num_layers=2, num_heads=4,
+        intermediate_size=64, max_position_embeddings=66, max_len=None, **options)
+    return build_model(name, head, seed=0, config=config)
+
+
+def embeddings(family: str, model, ids):
+    """The embedding layer alone (its table lookup is what explicit sharding must type)."""
+    enc = model.encoder
+    if family in ("m2l", "modernbert"):
+        return enc.embeddings(ids)
+    if family == "deberta_v2":
+        return enc.embeddings(ids, jnp.ones_like(ids))
+    return enc.embeddings(ids, None)
 
 
 def make_batch(vocab_size: int, rows: int = 16, length: int = 16) -> dict[str, np.ndarray]:
@@ -141,19 +168,18 @@ def forwards(mesh, explicit_mesh) -> dict:
         batch = make_batch(model.config.vocab_size)
         ids, mask = batch["input_ids"], batch["attention_mask"]
 
-        def embeddings(ids, model=model):
-            enc = model.encoder
-            return enc.embeddings(ids) if family == "m2l" else enc.embeddings(ids, None)
+        def embed(ids, model=model, family=family):
+            return embeddings(family, model, ids)
 
         want = {"forward": np.asarray(jax.jit(lambda i, m: model(i, m))(ids, mask)),
-                "embeddings": np.asarray(embeddings(ids))}
+                "embeddings": np.asarray(embed(ids))}
         for kind, where in (("explicit", explicit_mesh), ("auto", mesh)):
             with jax.set_mesh(where):
                 sids = jax.device_put(ids, NamedSharding(where, P(sharding.DATA)))
                 smask = jax.device_put(mask, NamedSharding(where, P(sharding.DATA)))
                 cases = {
-                    "embeddings/eager": lambda: embeddings(sids),
-                    "embeddings/jit": lambda: jax.jit(embeddings)(sids),
+                    "embeddings/eager": lambda: embed(sids),
+                    "embeddings/jit": lambda: jax.jit(embed)(sids),
                     "forward/jit": lambda: jax.jit(lambda i, m: model(i, m))(sids, smask),
                 }
                 if kind == "explicit":  # eager ops see the explicit shardings in their types

@@ -28,7 +28,7 @@ def _batch(vocab: int, length: int = 12):
     return jnp.asarray(ids), jnp.asarray(mask)
 
 
-LARGE = 120_000_000  # presets above this many parameters are run at a test size
+LARGE = 30_000_000  # presets above this many parameters are run at a test size
 
 
 def _parameters(encoder: str, config=None) -> int:
@@ -56,7 +56,7 @@ test_size_config.__test__ = False  # a helper, not a test
 @functools.cache
 def _model(encoder: str) -> zoo.ZooModel:
     """Each preset is initialised once per session; presets above ``LARGE`` parameters
-    (XLM-R's 250k vocabulary, ModernBERT-large) at ``test_size_config`` of their own config
+    (BERT-base, XLM-R's 250k vocabulary, ModernBERT-large...) at ``test_size_config`` of their own config
     (their full size is built abstractly in ``test_every_preset_builds_at_full_size``)."""
     config = zoo.get_encoder(encoder).config
     if _parameters(encoder) > LARGE:
@@ -181,7 +181,13 @@ def test_list_with_wildcards():
     assert zoo.list_models("*v1") == ["encoder-mlm-v1"]
     assert zoo.list_models(pretrained=True) == sorted([
         "encoder-mlm-v1", "bert-tiny", "bert-mini", "bert-small", "bert-base-uncased",
-        "minilm-l12-h384", "all-minilm-l6-v2", "electra-small", "distilbert-sst2"])
+        "minilm-l12-h384", "all-minilm-l6-v2", "electra-small", "distilbert-sst2",
+        "multilingual-e5-small", "roberta-base", "distilroberta-base", "xlm-roberta-base",
+        "deberta-v3-xsmall", "deberta-v3-small", "deberta-v3-base", "modernbert-base",
+        "modernbert-large"])
+    assert zoo.list_models("*-custom") == [
+        "bert-custom", "deberta-v2-custom", "distilbert-custom", "electra-custom",
+        "modernbert-custom", "roberta-custom", "xlm-roberta-custom"]
     assert zoo.list_models("bert-*") == ["bert-base-uncased", "bert-custom", "bert-mini",
                                          "bert-small", "bert-tiny"]
     assert zoo.list_heads("s*") == ["sst2"]

@@ -43,7 +43,7 @@ FAST_XLA = "--xla_backend_optimization_level=0"
 CRASH_STEP = 6  # TRAIN evaluates (and checkpoints) every 4 steps: killed after step 4's save
 TIMEOUT = 240
 SGD = {"optimizer": "sgd"}
-FAMILIES = ["m2l", "bert"]  # encoder-m2l-tiny and a tiny bert-custom (sharding_worker.build)
+FAMILIES = ["m2l", "bert", "roberta", "deberta_v2", "modernbert"]  # sharding_worker.build
 
 
 # ------------------------------------------------------------------------------ background jobs
@@ -361,7 +361,8 @@ def test_sharded_sgd_steps_equal_single_device_steps(spmd, family, mesh):
     one, many = results["train"][f"{family}|1|sgd"], results["train"][f"{family}|{mesh}|sgd"]
     assert one["devices"] == [1] and many["devices"] == [8]
     if "model" in mesh:  # the model axis really splits parameters
-        assert len(many["split_params"]) >= 10, many["split_params"]
+        # the word embeddings and four kernels per layer at least (ModernBERT has no biases)
+        assert len(many["split_params"]) >= 9, many["split_params"]
     else:
         assert many["split_params"] == []
     # dropout was active: the training loss of step 1 is not the deterministic one
