@@ -78,6 +78,8 @@ class Settings:
 
 FULL = Settings(False, ((32, 64), (64, 128)), 2, {(32, 64): 9, (64, 128): 5}, None, 5, 100, 3)
 QUICK = Settings(True, ((32, 64),), 1, {(32, 64): 2}, 128, 2, 10, 1)
+# One row per architecture family at base size (benchmarks/family_bench.py): fewer repetitions.
+SHORT = Settings(False, ((32, 64),), 2, {(32, 64): 5}, None, 3, 30, 1)
 
 
 def log(message: str) -> None:
@@ -188,7 +190,9 @@ def zoo_train_runner(path: Path, batch: dict, total_steps: int) -> Callable[[], 
     from zoo.train import Steps, TrainConfig, make_optimizer
 
     cfg = TrainConfig(model=MODEL, learning_rate=LEARNING_RATE)
-    model = zoo.load(MODEL, head="sst2", weights=path)
+    with warnings.catch_warnings():  # the fresh sst2 head is expected
+        warnings.simplefilter("ignore")
+        model = zoo.load(str(path), head="sst2")  # any HF folder: the family from config.json
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)
     steps = Steps(model, optimizer, task_for("classification"))
     base_key = jax.random.key(cfg.seed, impl=cfg.dropout_prng)
@@ -209,10 +213,10 @@ def zoo_train_runner(path: Path, batch: dict, total_steps: int) -> Callable[[], 
 def torch_train_runner(path: Path, batch: dict, total_steps: int) -> Callable[[], float]:
     """One step as ``transformers.Trainer`` takes it by default (clip 1.0, AdamW, linear)."""
     import torch
-    from transformers import BertForSequenceClassification, get_linear_schedule_with_warmup
+    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
     torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(path, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     model.train()
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
@@ -318,7 +322,7 @@ class ZooSide(Side):
     def predict_setup(self, folder: str, texts: list[str]) -> dict:
         import zoo
 
-        self.model = zoo.load(MODEL, head="classifier", weights=folder)
+        self.model = zoo.load(folder, head="classifier")
         self.texts = texts
         return {}
 
@@ -354,10 +358,11 @@ class TorchSide(Side):
         The zoo side then loads that folder, so both compute the same function.
         """
         import torch
-        from transformers import AutoTokenizer, BertForSequenceClassification
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         torch.manual_seed(0)
-        self.model = BertForSequenceClassification.from_pretrained(self.weights, num_labels=2)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.weights,
+                                                                        num_labels=2)
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(self.weights)
         self.model.save_pretrained(folder)
@@ -542,7 +547,7 @@ def load_probe(kind: str, path: str) -> dict:
 
         import zoo
 
-        load = lambda: zoo.load(MODEL, weights=path)  # noqa: E731
+        load = lambda: zoo.load(path)  # noqa: E731
         if kind == "zoo-backend-ready":
             jax.devices()  # the CPU backend's start-up, kept out of the timed call
     else:
@@ -629,7 +634,7 @@ def render(result: dict) -> str:
     m = result["machine"]
     v = m["versions"]
     lines = [
-        "# all-MiniLM-L6-v2: zoo (JAX/NNX) vs PyTorch + transformers"
+        f"# {result.get('title', 'all-MiniLM-L6-v2')}: zoo (JAX/NNX) vs PyTorch + transformers"
         + (" (quick)" if result["quick"] else ""), "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), torch threads "
         f"{m.get('torch_worker', {}).get('threads', '–')}; Python {m['python']}; jax {v['jax']} (jaxlib {v['jaxlib']}), "
@@ -731,6 +736,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bert_bench",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repetitions, few sentences")
+    parser.add_argument("--short", action="store_true",
+                        help="one training shape (32x64, 5 pairs), 3 predict rounds")
+    parser.add_argument("--title", default="all-MiniLM-L6-v2", help="the model, for the report")
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help=f"folder for bert_bench.md and .json (default {DEFAULT_OUT})")
     parser.add_argument("--data-dir", help="folder of SST-2's dev.tsv (default: $ZOO_SST2_DIR "
@@ -758,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         print(f"--out {out} exists and is not a folder", file=sys.stderr)
         return 2
-    settings = QUICK if args.quick else FULL
+    settings = QUICK if args.quick else SHORT if args.short else FULL
     path = weights_path(args.weights)
     texts = read_dev(dev_file(args.data_dir))
     if settings.predict_rows:
@@ -771,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": settings.quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "-m", "benchmarks.bert_bench",
                              *(argv if argv is not None else sys.argv[1:])]),
-        "weights": str(path), "machine": machine(), "settings": {
+        "weights": str(path), "title": args.title, "machine": machine(), "settings": {
             **{k: v for k, v in dataclasses.asdict(settings).items() if k != "train_pairs"},
             "train_pairs": {f"{b}x{s}": n for (b, s), n in settings.train_pairs.items()}},
     }

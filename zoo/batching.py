@@ -5,6 +5,10 @@ Here each example goes to the smallest bucket length that holds it, every batch 
 one bucket, and every training batch has exactly ``batch_size`` rows (the last batch of a
 bucket is topped up with filler rows of weight 0). The set of ``(batch_size, L)`` shapes is
 therefore at most the set of buckets, and a jitted step compiles at most once per bucket.
+
+An example may carry a second token sequence encoded on its own (``pair_ids``: a bi-encoder's
+second text). It is padded to the same length as the first, in the batch fields
+``pair_input_ids`` and ``pair_attention_mask``; the example's bucket is its longer text's.
 """
 
 from __future__ import annotations
@@ -59,10 +63,13 @@ class BucketBatcher:
         pad_id: int = 0,
         extras: Mapping[str, np.ndarray] | None = None,
         token_fields: Mapping[str, tuple[Sequence[Sequence[int]], int]] | None = None,
+        pair_ids: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """``labels``: one number per example (class id or score), or None. ``token_fields``:
         name -> (one value per token of each example, pad value), e.g. ``token_type_ids``
-        (pad 0) or per-token ``labels`` (pad ``IGNORE``), padded like the ids."""
+        (pad 0) or per-token ``labels`` (pad ``IGNORE``), padded like the ids. ``pair_ids``:
+        a second token sequence per example (its own length), batched as ``pair_input_ids``
+        and ``pair_attention_mask`` padded to the batch's length."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size
@@ -75,14 +82,25 @@ class BucketBatcher:
             itertools.chain.from_iterable(rows), np.int32, count=int(self.lengths.sum())
         )
         self._offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        too_long = np.flatnonzero(self.lengths > self.buckets[-1])
+        self.pair = None  # (lengths, flat ids, offsets) of the second sequences, or None
+        longest = self.lengths
+        if pair_ids is not None:
+            pair_rows = _as_list(pair_ids)
+            if len(pair_rows) != len(rows):
+                raise ValueError(f"{len(pair_rows)} pair sequences for {len(rows)} examples")
+            pair_lengths = np.fromiter(map(len, pair_rows), np.int64, count=len(pair_rows))
+            pair_flat = np.fromiter(itertools.chain.from_iterable(pair_rows), np.int32,
+                                    count=int(pair_lengths.sum()))
+            self.pair = (pair_lengths, pair_flat, np.concatenate([[0], np.cumsum(pair_lengths)]))
+            longest = np.maximum(self.lengths, pair_lengths)
+        too_long = np.flatnonzero(longest > self.buckets[-1])
         if too_long.size:
             i = int(too_long[0])
             raise ValueError(
-                f"example {i} has {self.lengths[i]} tokens, longer than the largest bucket "
+                f"example {i} has {longest[i]} tokens, longer than the largest bucket "
                 f"{self.buckets[-1]}; truncate to max_len when encoding"
             )
-        self.bucket_of = np.searchsorted(self.buckets, self.lengths, side="left")
+        self.bucket_of = np.searchsorted(self.buckets, longest, side="left")
         if labels is None:
             self.labels = np.zeros(len(rows), np.int32)
         else:
@@ -120,9 +138,10 @@ class BucketBatcher:
 
     def id_range(self) -> tuple[int, int]:
         """(smallest, largest) token id over all examples; (0, 0) when there are none."""
-        if not self._flat.size:
+        flat = self._flat if self.pair is None else np.concatenate([self._flat, self.pair[1]])
+        if not flat.size:
             return 0, 0
-        return int(self._flat.min()), int(self._flat.max())
+        return int(flat.min()), int(flat.max())
 
     @property
     def steps_per_epoch(self) -> int:
@@ -186,12 +205,22 @@ class BucketBatcher:
             extras[name] = np.zeros((size, *values.shape[1:]), values.dtype)
             extras[name][:n] = values[real]
         extras |= per_token
+        if self.pair is not None:
+            _, pair_flat, pair_offsets = self.pair
+            extras["pair_input_ids"], extras["pair_attention_mask"] = _pad_rows(
+                [pair_flat[pair_offsets[i]:pair_offsets[i + 1]] for i in real], size, length,
+                self.pad_id)
         return Batch(input_ids, attention_mask, labels, weights, full_indices, extras)
 
     def padding_fraction(self, plan: Sequence[np.ndarray]) -> float:
-        """Share of token slots in the plan's batches that are padding (filler rows included)."""
-        slots = sum(self.batch_size * self.buckets[int(self.bucket_of[b].max())] for b in plan)
+        """Share of token slots in the plan's batches that are padding (filler rows included;
+        with pair sequences, over both texts)."""
+        sequences = 1 if self.pair is None else 2
+        slots = sum(sequences * self.batch_size * self.buckets[int(self.bucket_of[b].max())]
+                    for b in plan)
         tokens = sum(int(self.lengths[b].sum()) for b in plan)
+        if self.pair is not None:
+            tokens += sum(int(self.pair[0][b].sum()) for b in plan)
         return 1.0 - tokens / slots if slots else 0.0
 
     def _bucket_members(self) -> list[np.ndarray]:

@@ -30,7 +30,7 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
     parser.add_argument("--model", default=model, help="registered encoder (zoo list)")
     if with_head:
         parser.add_argument("--head", default=head, help="registered head (zoo list; default: "
-                            "the task's: classifier, regressor or token-classifier)")
+                            "the task's: classifier, regressor, token-classifier or embedder)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--pretrained", action="store_true",
                        help="start from the encoder's published (or stored) weights")
@@ -89,8 +89,10 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-column", help="the text column (default: text)")
     group.add_argument("--text-pair-column", help="the second text of a pair task")
     group.add_argument("--label-column", help="the label column (default: label)")
-    group.add_argument("--task", help="classification, regression or token-classification "
-                       "(default: inferred from the labels)")
+    group.add_argument("--task", help="classification, regression, token-classification "
+                       "(default: inferred from the labels) or sentence-embedding (a bi-encoder "
+                       "on text pairs: scored pairs by cosine regression, unscored (anchor, "
+                       "positive) pairs by in-batch negatives)")
 
 
 def _config(args, **extra):

@@ -55,6 +55,7 @@ class GlueTask:
     hub_validation: str = "validation"
     header: tuple[str, ...] | None = None      # column names of a file without a header row
     head: str | None = None                    # the head a run on it gets (None: the task's)
+    score_range: tuple[float, float] | None = None  # what its scores span (a task may rescale)
 
 
 GLUE = {
@@ -64,7 +65,8 @@ GLUE = {
                      ("sentence1", "sentence2", "label"), ("not_equivalent", "equivalent"),
                      "classification"),
     "stsb": GlueTask("STS-B", ("sentence1", "sentence2", "score"),
-                     ("sentence1", "sentence2", "label"), None, "regression"),
+                     ("sentence1", "sentence2", "label"), None, "regression",
+                     score_range=(0.0, 5.0)),
     "rte": GlueTask("RTE", ("sentence1", "sentence2", "label"),
                     ("sentence1", "sentence2", "label"), ("entailment", "not_entailment"),
                     "classification"),
@@ -106,6 +108,20 @@ class DatasetSpec:
     @property
     def pairs(self) -> bool:
         return self.text_pair_column is not None
+
+    @property
+    def score_range(self) -> tuple[float, float] | None:
+        """The range the source declares for its scores (GLUE STS-B: 0-5), else None."""
+        glue = self.glue
+        return glue.score_range if glue is not None else None
+
+    @property
+    def labels_optional(self) -> bool:
+        """Whether the spec's task also trains on examples without labels (then a label
+        column is read only where a file has it)."""
+        from zoo.tasks import get_task
+
+        return self.task is not None and get_task(self.task).labels_optional
 
 
 @dataclasses.dataclass
@@ -158,9 +174,9 @@ def spec_from_config(cfg) -> DatasetSpec:
                                        f"{', '.join('glue/' + k for k in GLUE)})")
         glue = GLUE[key]
         if cfg.task is not None and cfg.task != glue.task:
-            raise InvalidArgumentError(f"--task {cfg.task}: {name} is a {glue.task} task")
-        return DatasetSpec(name, *glue.columns, label_names=glue.labels, task=glue.task,
-                           data_dir=cfg.data_dir)
+            _check_glue_task(name, glue, cfg.task)
+        return DatasetSpec(name, *glue.columns, label_names=glue.labels,
+                           task=cfg.task or glue.task, data_dir=cfg.data_dir)
     if not (name == "files" or name.startswith("hf:")) or name == "hf:":
         raise InvalidArgumentError(f"--dataset {name}: expected glue/TASK or hf:NAME[/CONFIG] "
                                    "(or --train-file and --validation-file)")
@@ -171,13 +187,27 @@ def spec_from_config(cfg) -> DatasetSpec:
                        task=cfg.task, files=files)
 
 
+def _check_glue_task(name: str, glue: GlueTask, task: str) -> None:
+    """``--task`` on a GLUE task: any task that reads its texts and its kind of labels (e.g.
+    sentence embeddings on STS-B's scored pairs)."""
+    from zoo.tasks import get_task
+
+    wanted = get_task(task)
+    if wanted.needs_pairs and glue.columns[1] is None:
+        raise InvalidArgumentError(f"--task {task} needs two texts per example; {name} has one "
+                                   f"({glue.columns[0]})")
+    if wanted.label_kind != get_task(glue.task).label_kind:
+        raise InvalidArgumentError(f"--task {task}: {name} is a {glue.task} task")
+
+
 def format_spec(cfg) -> DatasetSpec:
     """The layout of a run's data without its files: how ``evaluate --data-file`` and
     ``predict --file`` read a new file the way training read its own."""
     name = cfg.dataset or ("files" if cfg.train_file or cfg.text_column else "glue/sst2")
     if name.startswith("glue/") and name.split("/", 1)[1] in GLUE:
         glue = GLUE[name.split("/", 1)[1]]
-        return DatasetSpec(name, *glue.columns, label_names=glue.labels, task=glue.task)
+        return DatasetSpec(name, *glue.columns, label_names=glue.labels,
+                           task=cfg.task or glue.task)
     return DatasetSpec(name, cfg.text_column, cfg.text_pair_column, cfg.label_column,
                        task=cfg.task)
 
@@ -201,13 +231,16 @@ def load_task_data(spec: DatasetSpec) -> TaskData:
     raw = _read_splits(spec)
     task = spec.task or infer_task(raw["train"])
     _check_task_fits(task, raw["train"])
+    for rows in raw.values():
+        _check_pairs(task, rows)
     names = spec.label_names or raw["train"].label_names
     kind = get_task(task).label_kind
     if kind == "class" and names is None:
         names = class_names(raw["train"])
     if kind == "tags" and names is None:
         names = tag_names(raw["train"])
-    splits = {split: encode_labels(task, rows, names) for split, rows in raw.items()}
+    splits = {split: encode_labels(task, rows, names, score_range=spec.score_range)
+              for split, rows in raw.items()}
     return TaskData(spec, task, names, splits)
 
 
@@ -230,8 +263,12 @@ def read_labelled_file(spec: DatasetSpec, path: str | Path, task: str,
         if get_task(task).label_kind == "tags" and fmt != "conll" and spec.text_column is None:
             raise InvalidArgumentError(f"{path}: this run was trained on CoNLL token files; "
                                        "give one (.txt / .conll)")
+        if labelled and spec.label_column is None and get_task(task).labels_optional:
+            labelled = _has_column(path, fmt, None)  # pairs without scores are scored too
         rows = _read_file(path, fmt, columns, labelled=labelled)
-    return encode_labels(task, rows, label_names) if labelled else _unlabelled(rows)
+    _check_pairs(task, rows)
+    return encode_labels(task, rows, label_names, score_range=spec.score_range) if labelled \
+        else _unlabelled(rows)
 
 
 @dataclasses.dataclass
@@ -259,12 +296,14 @@ def _read_splits(spec: DatasetSpec) -> dict[str, _Rows]:
     if spec.name.startswith("hf:"):
         return _read_hub(spec.name[3:], spec)
     out = {}
+    # A task that trains without labels too reads the default label column where present.
+    optional = spec.labels_optional and spec.label_column is None
     for split, path in spec.files:
         fmt = file_format(path)
         out[split] = _read_file(Path(path).expanduser(), fmt,
                                 (spec.text_column, spec.text_pair_column, spec.label_column),
-                                labelled=split != "test" or _has_column(path, fmt,
-                                                                        spec.label_column))
+                                labelled=(split != "test" and not optional)
+                                or _has_column(path, fmt, spec.label_column))
     return out
 
 
@@ -567,6 +606,9 @@ def _read_hub(name: str, spec: DatasetSpec, validation: str = "validation",
         ds = loaded[hub_split]
         columns = (spec.text_column or "text", spec.text_pair_column,
                    spec.label_column or "label")
+        if spec.labels_optional and spec.label_column is None \
+                and columns[2] not in ds.column_names:
+            columns = columns[:2] + (None,)
         for column, flag in zip(columns, _FLAGS):
             if column is not None and column not in ds.column_names:
                 raise _missing_column(Path(f"hf:{name}[{hub_split}]"), column, ds.column_names,
@@ -574,7 +616,7 @@ def _read_hub(name: str, spec: DatasetSpec, validation: str = "validation",
         rows = _records(Path(f"hf:{name}[{hub_split}]"),
                         ((f"row {i}", r) for i, r in enumerate(ds.select_columns(
                             [c for c in columns if c is not None]), start=1)), columns, "row")
-        feature = ds.features[columns[2]]
+        feature = ds.features[columns[2]] if columns[2] is not None else None
         names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None),
                                                            "names", None)
         if names:  # ClassLabel ids (or sequences of them): the names, in the hub's order
@@ -635,8 +677,18 @@ def _check_task_fits(task: str, rows: _Rows) -> None:
         what = "word lists with a tag per word" if kind == "tags" else "a text per example"
         raise InvalidArgumentError(f"--task {task} needs {what}; {rows.source} holds "
                                    f"{'tagged words' if rows.tokens else 'texts'}")
-    if rows.labels is None:
+    if rows.labels is None and not get_task(task).labels_optional:
         raise DataFormatError(f"{rows.source}: no labels to train on")
+
+
+def _check_pairs(task: str, rows: _Rows) -> None:
+    """A task that reads two texts per example needs a second text column."""
+    from zoo.tasks import get_task
+
+    if get_task(task).needs_pairs and rows.pairs is None:
+        raise InvalidArgumentError(
+            f"--task {task} needs two texts per example (e.g. an anchor and its positive, or "
+            f"a scored pair); {rows.source} has one text column: pass --text-pair-column")
 
 
 def _label_text(value) -> str:
@@ -709,8 +761,10 @@ def class_id(value, names: Sequence[str], where: str) -> int:
                           f"(labels: {', '.join(names)})")
 
 
-def encode_labels(task: str, rows: _Rows, names: Sequence[str] | None) -> Examples:
-    """``rows`` with labels as the task reads them (class ids, floats, tag-id lists)."""
+def encode_labels(task: str, rows: _Rows, names: Sequence[str] | None, *,
+                  score_range: tuple[float, float] | None = None) -> Examples:
+    """``rows`` with labels as the task reads them (class ids, floats, tag-id lists);
+    ``score_range``: what the source declares its scores to span (the task may rescale)."""
     from zoo.tasks import get_task
 
     if rows.labels is None:
@@ -728,6 +782,7 @@ def encode_labels(task: str, rows: _Rows, names: Sequence[str] | None) -> Exampl
                 raise DataFormatError(f"{where}: label {value!r} is not a number (a regression "
                                       "label is a score)")
             values.append(float(number))
+        values = get_task(task).prepare_scores(values, score_range, rows.label_where)
         labels = np.asarray(values, np.float32)
     elif kind == "tags":
         index = {name: i for i, name in enumerate(names)}

@@ -48,14 +48,22 @@ class Hit:
 
 def defaults(model) -> dict:
     """The model's embedding defaults: its preset's (``EncoderSpec.embedding``), else mean
-    pooling, normalised, at the model's input length."""
+    pooling, normalised, at the model's input length. A model trained for embeddings pools
+    as its head does (``sentence-embedding`` runs); a trained model reads at most the length
+    it was trained at."""
     from zoo.registry import get_encoder
 
     try:
         preset = dict(get_encoder(model.info.encoder).embedding)
     except UnknownNameError:
         preset = {}
-    return {"pooling": "mean", "normalize": True, "max_len": model.info.input_len} | preset
+    settings = {"pooling": "mean", "normalize": True, "max_len": model.info.input_len} | preset
+    head_defaults = getattr(model.head, "embedding_defaults", None)
+    if callable(head_defaults):
+        settings |= head_defaults()
+    if model.info.max_len is not None:
+        settings["max_len"] = min(settings["max_len"], model.info.max_len)
+    return settings
 
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

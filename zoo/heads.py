@@ -14,7 +14,8 @@ what differs):
   (default True; ModernBERT has neither).
 - ``token_classifier_style``: None (Dropout -> Linear at every position, default) or a
   classifier style applied at every position first (ModernBERT).
-- ``mlm_activation``: between the MLM head's dense layer and its LayerNorm.
+- ``mlm_activation``: between the MLM head's dense layer and its LayerNorm;
+  ``decoder_bias``: whether its output layer has a bias (default True).
 
 The registered heads are defined at the bottom: ``mlm``, ``classifier`` and ``sst2``
 (classification), ``regressor`` (one score from the classifier's layers) and
@@ -47,13 +48,13 @@ class MLMHead(nnx.Module):
 
     def __init__(self, hidden_size: int, vocab_size: int, *, activation: str = "relu",
                  epsilon: float = 1e-5, rngs: nnx.Rngs, dense_bias: bool = True,
-                 norm_bias: bool = True):
+                 norm_bias: bool = True, decoder_bias: bool = True):
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLM activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
         self.activation = activation
         self.dense = nnx.Linear(hidden_size, hidden_size, use_bias=dense_bias, rngs=rngs)
         self.norm = layer_norm(hidden_size, epsilon, rngs, use_bias=norm_bias)
-        self.decoder = nnx.Linear(hidden_size, vocab_size, rngs=rngs)
+        self.decoder = nnx.Linear(hidden_size, vocab_size, use_bias=decoder_bias, rngs=rngs)
 
     def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None,
                  attention_mask: jax.Array | None = None) -> jax.Array:
@@ -156,7 +157,7 @@ def _style(cfg) -> dict:
 
 def mlm_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> MLMHead:
     return MLMHead(cfg.hidden_size, cfg.vocab_size, activation=cfg.mlm_activation, rngs=rngs,
-                   **_style(cfg))
+                   decoder_bias=getattr(cfg, "decoder_bias", True), **_style(cfg))
 
 
 def classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs, min_outputs: int = 2
@@ -217,4 +218,65 @@ register_head(HeadSpec(
     description="Token classification (e.g. NER): Dropout -> Linear(tags) at every position.",
     factory=token_classification_head,
     num_classes=2,
+))
+
+
+# ------------------------------------------------------------------------------ embeddings
+
+
+class EmbeddingHead(nnx.Module):
+    """Sentence embeddings (the ``sentence-embedding`` task's head): the hidden states pooled
+    over real tokens ("mean", "cls" or "max", as ``zoo.embeddings``), L2-normalised when
+    ``normalize``. It has no parameters; ``model.encode`` on a model with this head pools
+    the way it does (``embedding_defaults``)."""
+
+    def __init__(self, pooling: str = "mean", normalize: bool = True):
+        from zoo.embeddings import POOLINGS
+
+        if pooling not in POOLINGS:
+            raise ValueError(f"embedding pooling {pooling!r}: expected one of {sorted(POOLINGS)}")
+        self.pooling = pooling
+        self.normalize = bool(normalize)
+
+    def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None,
+                 attention_mask: jax.Array | None = None) -> jax.Array:
+        from zoo.embeddings import POOLINGS
+
+        if attention_mask is None:
+            raise ValueError("an embedding head needs the attention_mask")
+        vectors = POOLINGS[self.pooling](hidden.astype(jnp.float32), attention_mask)
+        if self.normalize:  # as torch.nn.functional.normalize (eps 1e-12)
+            norm = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+            vectors = vectors / jnp.maximum(norm, 1e-12)
+        return vectors
+
+    def embedding_defaults(self) -> dict:
+        return {"pooling": self.pooling, "normalize": self.normalize}
+
+
+def embedding_style(cfg) -> dict:
+    """Pooling and normalisation of the preset(s) with this encoder config that name them
+    (``EncoderSpec.embedding``; all-MiniLM-L6-v2: mean, normalised); else mean, normalised."""
+    from zoo.registry import get_encoder, list_models
+
+    styles = set()
+    for name in list_models():
+        spec = get_encoder(name)
+        if spec.embedding and type(spec.config) is type(cfg) and spec.config == cfg:
+            styles.add((spec.embedding.get("pooling", "mean"),
+                        bool(spec.embedding.get("normalize", True))))
+    pooling, normalize = styles.pop() if len(styles) == 1 else ("mean", True)
+    return {"pooling": pooling, "normalize": normalize}
+
+
+def embedding_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> EmbeddingHead:
+    return EmbeddingHead(**embedding_style(cfg))
+
+
+register_head(HeadSpec(
+    name="embedder",
+    kind="sentence-embedding",
+    description="Sentence embeddings: pooled over real tokens (the preset's pooling, else "
+                "mean), L2-normalised; no parameters.",
+    factory=embedding_head,
 ))

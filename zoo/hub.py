@@ -210,7 +210,7 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
         restore_head = stored is not None and (
             not get_task(head_spec.kind).has_classes or stored.get("num_classes") == wanted
         )
-        if not restore_head:
+        if not restore_head and _has_params(head, config, wanted):  # else nothing to restore
             why = (
                 f"it holds {stored.get('num_classes')} classes, {wanted} were asked for"
                 if stored else f"it holds heads {sorted(stored_heads) or 'none'}"
@@ -252,6 +252,12 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
     model = ZooModel(encoder, head_module, info, tokenizer=tokenizer)
     model.eval()
     return model
+
+
+def _has_params(head: str, config, num_classes: int | None) -> bool:
+    """Whether the head holds parameters (a pooling head, e.g. ``embedder``, has none)."""
+    abstract = nnx.eval_shape(lambda: build_head(head, config, num_classes=num_classes, seed=0))
+    return bool(checkpoint.module_params(abstract))
 
 
 def _where(found) -> str:

@@ -90,11 +90,13 @@ def resolve_head(cfg, raw) -> Any:
     head = cfg.head
     if head is None:
         glue = raw.spec.glue
-        head = glue.head if glue is not None and glue.head else task.head
+        own = glue is not None and glue.head and glue.task == task.name  # e.g. glue/sst2
+        head = glue.head if own else task.head
     elif head_task(head).name != task.name:
         raise InvalidArgumentError(
             f"--head {head} is a {head_task(head).name} head but {raw.spec.name} is a "
-            f"{task.name} task; use --head {task.head} (or drop --head)")
+            f"{task.name} task; use --head {task.head} (or drop --head), or pass --task "
+            f"{head_task(head).name}")
     return dataclasses.replace(cfg, head=head, task=raw.task)
 
 
@@ -162,9 +164,12 @@ def batcher_for(task: Task, examples, tokenizer, model: ZooModel, *, batch_size:
     if task.label_kind == "tags" and labels is not None:
         fields["labels"] = (labels, IGNORE)
         per_example = None
+    # A task that encodes the second text on its own (a bi-encoder) gives it as Encoded.pair.
+    pair_ids = [e.pair.ids for e in encoded] if encoded and encoded[0].pair is not None \
+        else None
     batcher = BucketBatcher([e.ids for e in encoded], per_example, batch_size=batch_size,
                             buckets=buckets, pad_id=special_ids(tokenizer)["pad"],
-                            token_fields=fields)
+                            token_fields=fields, pair_ids=pair_ids)
     batcher.reference = examples.labels
     return batcher
 
@@ -179,7 +184,7 @@ def prepare_data(model: ZooModel, cfg, raw: Any = None) -> PreparedData:
 
 
 def _prepare_labelled(model: ZooModel, cfg, data) -> PreparedData:
-    task = get_task(data.task)
+    task = get_task(data.task).bind(data=data)
     max_len, buckets = max_len_and_buckets(model, cfg)
     tokenizer = tokenizer_for(model, corpus_texts(data.splits["train"]), cfg)
     train = batcher_for(task, data.splits["train"], tokenizer, model,

@@ -276,13 +276,16 @@ def check_unicode(text: str, where: str) -> None:
 @dataclasses.dataclass
 class Encoded:
     """One tokenised example: ids, token types (segment 0 / 1), and for word input the word
-    of each token (None for special tokens), the words and their character spans."""
+    of each token (None for special tokens), the words and their character spans; for a
+    task that encodes the two texts of a pair separately, the second one as ``pair``."""
 
     ids: list[int]
     type_ids: list[int]
     word_ids: list[int | None] | None = None
     words: list[str] | None = None
     spans: list[tuple[int, int]] | None = None
+    # A second text encoded on its own (a bi-encoder's pair: ``pair_input_ids`` in a batch).
+    pair: "Encoded | None" = None
 
 
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None,

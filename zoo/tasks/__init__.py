@@ -1,9 +1,10 @@
 """Tasks as registered objects: ``get_task(name)`` / ``task_for(name, **context)``.
 
 Built in: ``classification`` (one text or a pair, N named classes), ``regression`` (one float
-per text or pair), ``token-classification`` (one tag per word) and ``mlm`` (masked-LM
-pre-training). A head's ``kind`` names its task. Distillation builds its own task on the
-same interface (``zoo.distill.distill_task``). A new task: a module with a ``Task`` subclass
+per text or pair), ``token-classification`` (one tag per word), ``mlm`` (masked-LM
+pre-training) and ``sentence-embedding`` (a bi-encoder on text pairs, scored or not). A
+head's ``kind`` names its task. Distillation builds its own task on the same interface
+(``zoo.distill.distill_task``). A new task: a module with a ``Task`` subclass
 and one ``register_task`` line below.
 """
 
@@ -13,6 +14,8 @@ from zoo.tasks.classification import (Classification, ClassificationMetrics,  # 
                                       Prediction, confusion_f1, confusion_mcc)
 from zoo.tasks.mlm import MaskedLM, MaskingConfig, MLMMetrics, mask_tokens  # noqa: F401
 from zoo.tasks.regression import Regression, RegressionMetrics, Score  # noqa: F401
+from zoo.tasks.sentence_embedding import (EmbeddingMetrics, SentenceEmbedding,  # noqa: F401
+                                          cosine_loss, ranking_loss)
 from zoo.tasks.token_classification import (Entity, Tagged, TokenClassification,  # noqa: F401
                                             TokenMetrics)
 
@@ -20,3 +23,4 @@ CLASSIFICATION = register_task(Classification())
 REGRESSION = register_task(Regression())
 TOKEN_CLASSIFICATION = register_task(TokenClassification())
 MLM = register_task(MaskedLM())
+SENTENCE_EMBEDDING = register_task(SentenceEmbedding())

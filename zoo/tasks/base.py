@@ -40,6 +40,9 @@ class Task:
     higher_is_better: bool = False
     has_classes: bool = False     # the head predicts one of named classes (labels kept)
     label_kind: str | None = None  # "class" | "score" | "tags": what a dataset's label is
+    labels_optional: bool = False  # examples without labels train too (a dataset's label
+    #                                column is then read only where it is present)
+    needs_pairs: bool = False      # every example is two texts (a dataset needs a pair column)
     # Outputs the evaluator keeps per real example for ``finalize`` (host-side, whole split).
     collect: tuple[str, ...] = ()
     eval_task: "Task | None" = None
@@ -67,7 +70,8 @@ class Task:
 
     def bind(self, masking=None, **context) -> "Task":
         """This task configured by what the data preparation found (e.g. the masked-LM task
-        needs its mask id); tasks that need nothing return themselves."""
+        needs its mask id; ``data``: a labelled run's ``zoo.dataset.TaskData``); tasks that
+        need nothing return themselves."""
         return self
 
     def forward(self, model, batch: Mapping[str, jax.Array], key) -> tuple[jax.Array, Any, dict]:
@@ -97,6 +101,13 @@ class Task:
         from zoo.text import encode_texts
 
         return encode_texts(tokenizer, examples.texts, examples.pairs, max_len), examples.labels
+
+    def prepare_scores(self, values: list[float], declared: tuple[float, float] | None,
+                       where: Sequence[str]) -> list[float]:
+        """A split's scores as this task trains on them (``label_kind == "score"``), given the
+        range the dataset declares for them (e.g. GLUE STS-B: 0-5), if any; ``where[i]``
+        names row i for messages. Regression keeps the scores as they are."""
+        return values
 
     def output_shape(self, batch: int, length: int, config, size: int | None) -> tuple:
         """The shape of the head's outputs for (batch, length) token ids (``size``: the

@@ -1,0 +1,254 @@
+"""The HuggingFace layer and the families on it, end to end and against hostile folders.
+
+- every family's transformers-written checkpoint (the tiny golden folders) fine-tunes on
+  sentence pairs through the command line, predicts and evaluates, and teaches a student;
+- safetensors files are read with every byte range checked (bfloat16 and float16 included);
+- broken folders of each type fail with one line naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.checkpoint import CheckpointMismatchError
+from zoo.cli import main as cli_main
+from zoo.errors import ConfigError
+from zoo.hf import read_safetensors
+from zoo.registry import WeightsNotFoundError
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = pytest.mark.usefixtures("private_cache")  # zoo_tests/conftest.py
+# (golden folder, the -custom preset it loads as)
+BASES = [("roberta-base", "roberta-custom"), ("roberta-xlm-base", "xlm-roberta-custom"),
+         ("deberta-v2-v3-base", "deberta-v2-custom"), ("modernbert-base", "modernbert-custom")]
+COMMON = ["--batch-size", "16", "--max-len", "32", "--eval-every", "4", "--seed", "0",
+          "--quiet", "--lr", "3e-3"]
+
+
+def _head(path: Path, rows: int) -> str:
+    return "".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:rows + 1])
+
+
+@pytest.fixture(scope="module")
+def mrpc(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mrpc")
+    (root / "train.tsv").write_text(_head(SHARED / "MRPC" / "train.tsv", 64))
+    (root / "dev.tsv").write_text(_head(SHARED / "MRPC" / "dev.tsv", 32))
+    return root
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sst2")
+    for split, rows in (("train", 96), ("dev", 32)):
+        (root / f"{split}.tsv").write_text(_head(SHARED / "SST-2" / f"{split}.tsv", rows))
+    return root
+
+
+@pytest.mark.parametrize("folder, preset", BASES)
+def test_each_family_fine_tunes_on_pairs_predicts_and_evaluates(folder, preset, mrpc, tmp_path,
+                                                                capsys):
+    run = tmp_path / "run"
+    assert cli_main(["train", "--model", preset, "--weights", str(GOLDEN / folder),
+                     "--dataset", "glue/mrpc", "--data-dir", str(mrpc), "--max-steps", "6",
+                     "--out", str(run), *COMMON]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == preset and summary["task"] == "classification"
+    model = zoo.load(str(run))
+    assert model.info.encoder == preset and model.info.labels == ("not_equivalent",
+                                                                  "equivalent")
+    rows = [line.split("\t") for line in (mrpc / "dev.tsv").read_text().splitlines()[1:]]
+    predictions = model.predict([(r[3], r[4]) for r in rows])
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(run), "--data-file", str(mrpc / "dev.tsv"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    predicted = [model.info.labels.index(p.label) for p in predictions]
+    accuracy = np.mean(np.array(predicted) == np.array([int(r[0]) for r in rows]))
+    assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    # the second text reaches the model
+    a, b = model.predict([(rows[0][3], rows[0][4]), (rows[0][3], rows[1][4])])
+    assert a.probabilities != b.probabilities
+
+
+def test_a_fine_tuned_roberta_teaches_an_m2l_student(sst2, tmp_path):
+    teacher = tmp_path / "teacher"
+    assert cli_main(["train", "--model", "roberta-custom", "--weights",
+                     str(GOLDEN / "roberta-base"), "--data-dir", str(sst2), "--max-steps", "4",
+                     "--out", str(teacher), *COMMON]) == 0
+    student = tmp_path / "student"
+    assert cli_main(["distill", "--teacher", str(teacher), "--student", "encoder-m2l-tiny",
+                     "--data-dir", str(sst2), "--max-steps", "4", "--batch-size", "16",
+                     "--out", str(student), "--quiet"]) == 0
+    summary = json.loads((student / "summary.json").read_text())
+    assert summary["teacher_logits_cache"] == "miss" and "dev_accuracy" in summary
+    assert zoo.load(str(student)).info.encoder == "encoder-m2l-tiny"
+
+
+# ------------------------------------------------------------------------------ safetensors
+
+
+def _write_safetensors(path: Path, header: dict, data: bytes) -> None:
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+def test_bfloat16_and_float16_tensors_read_as_float32(tmp_path):
+    values = np.array([[1.0, -2.5, 3.140625], [0.0, 1e-3, -65504.0]], np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype("<u2")  # exact: these values fit bfloat16
+    f16 = values.astype("<f2")
+    _write_safetensors(tmp_path / "m.safetensors", {
+        "__metadata__": {"format": "pt"},
+        "a": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 12]},
+        "b": {"dtype": "F16", "shape": [2, 3], "data_offsets": [12, 24]},
+        "c": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]}},
+        bf16.tobytes() + f16.tobytes() + np.array([7, -1], "<i8").tobytes())
+    tensors = read_safetensors(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(tensors["a"], (bf16.astype(np.uint32) << 16).view(np.float32))
+    np.testing.assert_array_equal(tensors["a"][0], values[0])
+    np.testing.assert_array_equal(tensors["b"], f16.astype(np.float32))
+    assert tensors["c"].tolist() == [7, -1]
+
+
+@pytest.mark.parametrize("header, data, message", [
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 12]}}, bytes(12),
+     "do not hold shape"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(4), "do not hold"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, bytes(8), "overlap"),
+    ({"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, bytes(8), "dtype 'C64'"),
+    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, bytes(4), "shape"),
+    ({"a": {"dtype": "F32", "shape": [1]}}, bytes(4), "is not {dtype, shape, data_offsets}"),
+    ([1, 2], b"", "not a JSON object"),
+])
+def test_malformed_safetensors_is_one_line(tmp_path, header, data, message):
+    path = tmp_path / "m.safetensors"
+    _write_safetensors(path, header, data)
+    with pytest.raises(ConfigError, match=message) as caught:
+        read_safetensors(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_header_length_past_the_file_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    with pytest.raises(ConfigError, match="header length"):
+        read_safetensors(path)
+    path.write_bytes(b"\x01\x02")
+    with pytest.raises(ConfigError, match="8-byte header"):
+        read_safetensors(path)
+
+
+# ------------------------------------------------------------------------------ hostile folders
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(GOLDEN / name, folder, ignore=shutil.ignore_patterns("expected.npz"))
+    return folder
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _load_error(folder: Path, error=ConfigError) -> str:
+    with pytest.raises(error) as caught:
+        zoo.load(str(folder))
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_missing_config_key_is_named(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    _edit_config(folder, hidden_size=None)
+    message = _load_error(folder)
+    assert "hidden_size" in message and str(folder / "config.json") in message
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_a_tensor_of_the_wrong_shape_is_reported(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    size = json.loads((folder / "config.json").read_text())["intermediate_size"]
+    _edit_config(folder, intermediate_size=size + 16)  # the stored MLP weights no longer fit
+    with pytest.raises(CheckpointMismatchError) as caught:  # a report: one line a tensor
+        zoo.load(str(folder))
+    report = str(caught.value)
+    assert str(folder) in report.splitlines()[0] and "wrong shape or dtype" in report
+    assert f"expected ({size + 16}," in report or f", {size + 16})" in report
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_truncated_weights_are_refused(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    message = _load_error(folder)
+    assert str(weights) in message
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_missing_tokenizer_is_named(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    (folder / "tokenizer.json").unlink()
+    message = _load_error(folder, WeightsNotFoundError)
+    assert "tokenizer.json" in message
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_tokenizer_files_that_contradict_the_tokenizer_are_refused(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    files = [f for f in ("special_tokens_map.json", "tokenizer_config.json")
+             if (folder / f).is_file()]
+    assert files
+    for file in files:
+        values = json.loads((folder / file).read_text())
+        values["pad_token"] = "<no such token>"
+        (folder / file).write_text(json.dumps(values))
+    message = _load_error(folder)
+    assert "<no such token>" in message and "not in the vocabulary" in message
+
+
+def test_unknown_model_type_names_the_supported_ones(tmp_path):
+    folder = _copy("roberta-base", tmp_path)
+    _edit_config(folder, model_type="gpt2")
+    message = _load_error(folder)
+    assert "model_type 'gpt2' is not supported" in message
+    for model_type in ("bert", "roberta", "xlm-roberta", "deberta-v2", "modernbert"):
+        assert model_type in message
+
+
+def test_a_folder_under_a_preset_of_another_family_is_refused(tmp_path):
+    with pytest.raises(Exception, match="roberta") as caught:
+        zoo.load("deberta-v2-custom", weights=GOLDEN / "roberta-base")
+    assert "\n" not in str(caught.value)
+
+
+def test_task_heads_are_restored_under_their_zoo_heads():
+    """config.json's architectures decide the head: sequence classifiers (1 output:
+    regressor), token classifiers and masked-LM heads."""
+    heads = {name: zoo.load(str(GOLDEN / name)).info for name in (
+        "roberta-classifier", "roberta-regressor", "roberta-token", "roberta-mlm",
+        "modernbert-token", "deberta-v2-v3-classifier")}
+    assert heads["roberta-classifier"].head == "classifier"
+    assert heads["roberta-classifier"].labels == ("negative", "neutral", "positive")
+    assert heads["roberta-regressor"].head == "regressor"
+    assert heads["roberta-token"].head == "token-classifier"
+    assert heads["roberta-mlm"].head == "mlm"
+    assert heads["modernbert-token"].head == "token-classifier"
+    assert heads["deberta-v2-v3-classifier"].head == "classifier"
