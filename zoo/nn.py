@@ -122,6 +122,52 @@ def count_params(module: nnx.Module) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
 
 
+# ------------------------------------------------------------------------------ configs
+
+
+def check_sizes(config, names=("vocab_size", "hidden_size", "num_layers", "num_heads",
+                                "intermediate_size", "max_position_embeddings")) -> None:
+    """ValueError naming the field: each of ``names`` a positive int, heads dividing width."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if config.hidden_size % config.num_heads:
+        raise ValueError(f"hidden_size={config.hidden_size} is not divisible by "
+                         f"num_heads={config.num_heads}")
+
+
+def check_choice(config, name: str, choices) -> None:
+    """ValueError unless ``config.<name>`` is one of ``choices`` (named in the message)."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not supported (supported: {', '.join(choices)})")
+
+
+# Megatron-style split over a mesh's ``model`` axis (zoo/sharding.py) of the post-LN blocks
+# below (BERT, RoBERTa): word embeddings by vocabulary rows, Q/K/V and the intermediate layer
+# by output features, the attention output and layer output by input features; LayerNorms,
+# positions and biases added after a reduction are replicated.
+POST_LN_PARTITION_RULES = (
+    (r"embeddings/word/embedding$", ("model", None)),
+    (r"attention/(query|key|value)/kernel$", (None, "model")),
+    (r"attention/(query|key|value)/bias$", ("model",)),
+    (r"attention/output/kernel$", ("model", None)),
+    (r"layers/\d+/intermediate/kernel$", (None, "model")),
+    (r"layers/\d+/intermediate/bias$", ("model",)),
+    (r"layers/\d+/output/kernel$", ("model", None)),
+)
+
+
+def run_layers(layers, x, attention_mask, *, rngs=None):
+    """(B, S, H) through blocks that see tokens flattened to (B*S, H), and back."""
+    batch, length, hidden = x.shape
+    x = x.reshape(batch * length, hidden)
+    for layer in layers:
+        x = layer(x, attention_mask, rngs=rngs)
+    return x.reshape(batch, length, hidden)
+
+
 # ------------------------------------------------------------------------------ Transformer blocks
 
 ACTIVATIONS = {

@@ -53,17 +53,8 @@ class BertConfig:
     max_len: int | None = None      # longest input the zoo tokenises to (default: positions)
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_position_embeddings"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                             f"num_heads={self.num_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported "
-                             f"(supported: {', '.join(ACTIVATIONS)})")
+        nn.check_sizes(self)
+        nn.check_choice(self, "hidden_act", ACTIVATIONS)
         if self.model_type not in CLASSIFIER_STYLE:
             raise ValueError(f"model_type {self.model_type!r}: expected one of "
                              f"{', '.join(CLASSIFIER_STYLE)}")
@@ -93,19 +84,8 @@ class BertConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    # How parameters split over the ``model`` axis of a device mesh (zoo/sharding.py):
-    # Megatron-style, word embeddings by vocabulary rows, Q/K/V and the intermediate layer
-    # by output features, the attention output and layer output by input features. The rest
-    # (LayerNorms, positions, biases added after a reduction) is replicated.
-    partition_rules = (
-        (r"embeddings/word/embedding$", ("model", None)),
-        (r"attention/(query|key|value)/kernel$", (None, "model")),
-        (r"attention/(query|key|value)/bias$", ("model",)),
-        (r"attention/output/kernel$", ("model", None)),
-        (r"layers/\d+/intermediate/kernel$", (None, "model")),
-        (r"layers/\d+/intermediate/bias$", ("model",)),
-        (r"layers/\d+/output/kernel$", ("model", None)),
-    )
+    # How parameters split over the ``model`` axis of a device mesh (zoo/sharding.py).
+    partition_rules = nn.POST_LN_PARTITION_RULES
 
 
 _dense, _embed = nn.dense, nn.embed
@@ -163,8 +143,4 @@ class BertEncoder(nnx.Module):
                 f"sequence length {length} exceeds the model's "
                 f"{self.config.max_position_embeddings} positions; truncate when tokenising")
         x = self.embeddings(input_ids, token_type_ids, rngs=rngs)
-        batch, _, hidden = x.shape
-        x = x.reshape(batch * length, hidden)
-        for layer in self.layers:
-            x = layer(x, attention_mask, rngs=rngs)
-        return x.reshape(batch, length, hidden)
+        return nn.run_layers(self.layers, x, attention_mask, rngs=rngs)

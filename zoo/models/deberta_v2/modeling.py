@@ -91,20 +91,9 @@ class DebertaV2Config:
     max_len: int | None = None      # longest input the zoo tokenises to (default: positions)
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_position_embeddings"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                             f"num_heads={self.num_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported "
-                             f"(supported: {', '.join(ACTIVATIONS)})")
-        if self.pooler_hidden_act not in POOLER_STYLES:
-            raise ValueError(f"pooler_hidden_act {self.pooler_hidden_act!r} is not supported "
-                             f"(supported: {', '.join(POOLER_STYLES)})")
+        nn.check_sizes(self)
+        nn.check_choice(self, "hidden_act", ACTIVATIONS)
+        nn.check_choice(self, "pooler_hidden_act", POOLER_STYLES)
         if self.model_type != "deberta-v2":
             raise ValueError(f"model_type {self.model_type!r}: expected 'deberta-v2'")
         for name in ("dropout", "attention_dropout", "classifier_dropout"):

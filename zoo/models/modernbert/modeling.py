@@ -93,14 +93,9 @@ class ModernBertConfig:
     max_len: int | None = None        # longest input the zoo tokenises to (default: positions)
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_position_embeddings", "local_attention"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                             f"num_heads={self.num_heads}")
+        nn.check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                              "intermediate_size", "max_position_embeddings",
+                              "local_attention"))
         if (self.hidden_size // self.num_heads) % 2:
             raise ValueError(f"the head size hidden_size/num_heads="
                              f"{self.hidden_size // self.num_heads} must be even (rotary "
@@ -108,12 +103,8 @@ class ModernBertConfig:
         if self.local_attention < 2:
             raise ValueError(f"local_attention must be >= 2 (the window spans "
                              f"local_attention // 2 on each side), got {self.local_attention}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported "
-                             f"(supported: {', '.join(ACTIVATIONS)})")
-        if self.classifier_activation not in HEAD_ACTIVATIONS:
-            raise ValueError(f"classifier_activation {self.classifier_activation!r} is not "
-                             f"supported (supported: {', '.join(HEAD_ACTIVATIONS)})")
+        nn.check_choice(self, "hidden_act", ACTIVATIONS)
+        nn.check_choice(self, "classifier_activation", HEAD_ACTIVATIONS)
         if self.classifier_pooling not in POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {', '.join(POOLINGS)}, "
                              f"got {self.classifier_pooling!r}")

@@ -56,17 +56,10 @@ class RobertaConfig:
     max_len: int | None = None      # longest input the zoo tokenises to (default: positions)
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                             f"num_heads={self.num_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported "
-                             f"(supported: {', '.join(ACTIVATIONS)})")
+        nn.check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                              "intermediate_size", "max_position_embeddings",
+                              "type_vocab_size"))
+        nn.check_choice(self, "hidden_act", ACTIVATIONS)
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type {self.model_type!r}: expected one of "
                              f"{', '.join(MODEL_TYPES)}")
@@ -129,17 +122,8 @@ class RobertaConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    # Megatron-style, as BERT's (the parameter paths are the same).
-    # Megatron-style over a mesh's ``model`` axis, as BERT's (zoo/sharding.py).
-    partition_rules = (
-        (r"embeddings/word/embedding$", ("model", None)),
-        (r"attention/(query|key|value)/kernel$", (None, "model")),
-        (r"attention/(query|key|value)/bias$", ("model",)),
-        (r"attention/output/kernel$", ("model", None)),
-        (r"layers/\d+/intermediate/kernel$", (None, "model")),
-        (r"layers/\d+/intermediate/bias$", ("model",)),
-        (r"layers/\d+/output/kernel$", ("model", None)),
-    )
+    # Megatron-style over a mesh's ``model`` axis, as BERT's (the parameter paths are the same).
+    partition_rules = nn.POST_LN_PARTITION_RULES
 
 
 def _embed(n: int, d: int, rngs: nnx.Rngs) -> nn.Embed:
@@ -196,8 +180,4 @@ class RobertaEncoder(nnx.Module):
                 f"positions (max_position_embeddings {self.config.max_position_embeddings} "
                 f"less the pad_token_id + 1 offset); truncate when tokenising")
         x = self.embeddings(input_ids, token_type_ids, rngs=rngs)
-        batch, _, hidden = x.shape
-        x = x.reshape(batch * length, hidden)
-        for layer in self.layers:
-            x = layer(x, attention_mask, rngs=rngs)
-        return x.reshape(batch, length, hidden)
+        return nn.run_layers(self.layers, x, attention_mask, rngs=rngs)
