@@ -53,8 +53,9 @@ def write_checkpoint(family: str, folder: Path) -> Path:
     import transformers
 
     from benchmarks.parity import deberta_v2, modernbert, roberta
+    from benchmarks.parity.common import sentences
 
-    texts = roberta._sentences()
+    texts = sentences()
     _, config_class, options = FAMILIES[family]
     if family == "roberta":
         tokenizer = roberta.roberta_tokenizer(8000, texts)

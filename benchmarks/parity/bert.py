@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.parity.roberta import SEED, _perturb, _sentences
+from benchmarks.parity.common import perturb, sentences
+
+SEED = 1234
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TASKS = {"base": "Model", "classifier": "ForSequenceClassification",
@@ -101,14 +103,14 @@ def checkpoints(root: Path) -> list[tuple[str, Path]]:
     import torch
     import transformers
 
-    tokenizer = wordpiece_tokenizer(2000, _sentences())
+    tokenizer = wordpiece_tokenizer(2000, sentences())
     out = []
     for label, model_type, task, options, bin_file, vocab_txt in VARIANTS:
         generator = torch.Generator().manual_seed(SEED)
         torch.manual_seed(SEED)
         config = _config(model_type, tokenizer.get_vocab_size(), options)
         model = getattr(transformers, PREFIX[model_type] + TASKS[task])(config)
-        _perturb(model, generator)
+        perturb(model, generator)
         out.append((label, _write(model.eval(), Path(root) / label, tokenizer,
                                   bin_file=bin_file, vocab_txt=vocab_txt)))
     return out

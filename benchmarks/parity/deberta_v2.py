@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-SST2_TRAIN = Path(__file__).resolve().parents[2].parent / "shared/data/SST-2/train.tsv"
+from benchmarks.parity.common import cli, perturb, save_expected, sentences
+
 SEED = 1234
 SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]")  # ids 0..3; [MASK] last, as DeBERTa-v3's
 GOLDEN_SENTENCES = (
@@ -60,12 +61,6 @@ GOLDEN_SENTENCES = (
 )
 # The pair inputs of the golden files with token types (``type_vocab_size`` 2).
 GOLDEN_PAIRS = tuple(zip(GOLDEN_SENTENCES, GOLDEN_SENTENCES[1:] + GOLDEN_SENTENCES[:1]))
-
-
-def _sentences(limit: int | None = None) -> list[str]:
-    lines = SST2_TRAIN.read_text(encoding="utf-8").splitlines()[1:]
-    texts = [line.split("\t")[0].strip() for line in lines]
-    return texts[:limit] if limit else texts
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -132,19 +127,6 @@ TASKS = {
 }
 
 
-def _perturb(model, generator) -> None:
-    """LayerNorm weights ~ 1 + N(0, 0.3), every bias and LayerNorm bias ~ N(0, 0.1)."""
-    import torch
-
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith("LayerNorm.weight"):
-                param.copy_(1.0 + 0.3 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.1 * noise)
-
-
 def _config(vocab_size: int, **options):
     from transformers import DebertaV2Config
 
@@ -159,7 +141,7 @@ def _model(task: str, config, generator):
     import transformers
 
     model = getattr(transformers, TASKS[task])(config)
-    _perturb(model, generator)
+    perturb(model, generator, ("LayerNorm.weight",))
     return model.eval()
 
 
@@ -227,7 +209,7 @@ def _build(root: Path, variants, *, vocab: int, sizes: dict | None = None
            ) -> list[tuple[str, Path]]:
     import torch
 
-    tokenizer = deberta_v3_tokenizer(vocab, _sentences())
+    tokenizer = deberta_v3_tokenizer(vocab, sentences())
     out = []
     for label, task, options, bin_file, hub in variants:
         generator = torch.Generator().manual_seed(SEED)
@@ -303,32 +285,13 @@ def write_golden(root: Path) -> list[Path]:
             inputs["token_type_ids"] = batch["token_type_ids"]
         with torch.no_grad():
             result = model(**inputs)
-        output = (result.last_hidden_state if task == "base" else result.logits).numpy()
-        mask = batch["attention_mask"].numpy().astype(np.int32)
-        extra = {}
-        if pairs:
-            extra["token_type_ids"] = batch["token_type_ids"].numpy().astype(np.int32)
-        if task == "mlm":  # the full (B, S, vocab) logits would be most of the bytes
-            extra["positions"] = golden_positions(mask)
-            output = output[extra["positions"][:, 0], extra["positions"][:, 1]]
-        np.savez_compressed(
-            folder / "expected.npz", input_ids=batch["input_ids"].numpy().astype(np.int32),
-            attention_mask=mask, output=output.astype(np.float32), **extra,
-            sentences=np.array(GOLDEN_SENTENCES), task=np.array(task))
+        extra = {"token_type_ids": batch["token_type_ids"].numpy().astype(np.int32)} \
+            if pairs else {}
+        save_expected(folder, batch, result, task, GOLDEN_SENTENCES, positions=golden_positions,
+                      **extra)
         folders.append(folder)
     return folders
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("checkpoints", "golden"))
-    parser.add_argument("root", type=Path)
-    args = parser.parse_args()
-    if args.what == "golden":
-        for path in write_golden(args.root):
-            print(path)
-    else:
-        for label, path in checkpoints(args.root):
-            print(label, path)
+    cli(__doc__, checkpoints, write_golden)

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-SST2_TRAIN = Path(__file__).resolve().parents[2].parent / "shared/data/SST-2/train.tsv"
+from benchmarks.parity.common import cli, perturb, save_expected, sentences
+
 SEED = 20241219
 LEADING = ("<|endoftext|>", "<|padding|>")      # OLMo's first two tokens
 SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")  # appended last, as ModernBERT's
@@ -59,11 +60,6 @@ GOLDEN_SENTENCES = (
     "ok",
     "this is a film well worth seeing , talking and singing heads and all .",
 )
-
-
-def _sentences() -> list[str]:
-    lines = SST2_TRAIN.read_text(encoding="utf-8").splitlines()[1:]
-    return [line.split("\t")[0].strip() for line in lines]
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -129,24 +125,11 @@ def _config(tokenizer, **options):
     return ModernBertConfig(**values)
 
 
-def _perturb(model, generator) -> None:
-    """LayerNorm weights ~ 1 + N(0, 0.3), every bias ~ N(0, 0.1)."""
-    import torch
-
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.3 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.1 * noise)
-
-
 def _model(task: str, config, generator):
     import transformers
 
     model = getattr(transformers, TASKS[task])(config)
-    _perturb(model, generator)
+    perturb(model, generator, ("norm.weight",))
     return model.eval()
 
 
@@ -215,7 +198,7 @@ def _build(root: Path, variants, *, vocab: int, sizes: dict | None = None
            ) -> list[tuple[str, Path]]:
     import torch
 
-    tokenizer = modernbert_tokenizer(vocab, _sentences())
+    tokenizer = modernbert_tokenizer(vocab, sentences())
     out = []
     for label, task, options, write in variants:
         generator = torch.Generator().manual_seed(SEED)
@@ -279,30 +262,10 @@ def write_golden(root: Path) -> list[Path]:
         model = getattr(transformers, TASKS[task]).from_pretrained(str(folder)).eval()
         with torch.no_grad():
             result = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        output = (result.last_hidden_state if task == "base" else result.logits).numpy()
-        mask = batch["attention_mask"].numpy().astype(np.int32)
-        extra = {}
-        if task == "mlm":  # the full (B, S, vocab) logits would be most of the bytes
-            extra["positions"] = golden_positions(mask)
-            output = output[extra["positions"][:, 0], extra["positions"][:, 1]]
-        np.savez_compressed(
-            folder / "expected.npz", input_ids=batch["input_ids"].numpy().astype(np.int32),
-            attention_mask=mask, output=output.astype(np.float32), **extra,
-            sentences=np.array(GOLDEN_SENTENCES), task=np.array(task))
+        save_expected(folder, batch, result, task, GOLDEN_SENTENCES, positions=golden_positions)
         folders.append(folder)
     return folders
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("checkpoints", "golden"))
-    parser.add_argument("root", type=Path)
-    args = parser.parse_args()
-    if args.what == "golden":
-        for path in write_golden(args.root):
-            print(path)
-    else:
-        for label, path in checkpoints(args.root):
-            print(label, path)
+    cli(__doc__, checkpoints, write_golden)

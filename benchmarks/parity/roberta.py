@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.parity.common import cli, perturb, save_expected, sentences
+
 # The tokenizers are trained on SST-2's train sentences: $ZOO_SST2_DIR, else the shared copy.
 SST2_DIR = Path(os.environ.get("ZOO_SST2_DIR")
                 or Path(__file__).resolve().parents[3] / "shared/data/SST-2")
@@ -53,12 +55,6 @@ GOLDEN_SENTENCES = (
     "<mask> is the best part",
     "this is a film well worth seeing , talking and singing heads and all .",
 )
-
-
-def _sentences(limit: int | None = None) -> list[str]:
-    lines = (SST2_DIR / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    texts = [line.split("\t")[0].strip() for line in lines]
-    return texts[:limit] if limit else texts
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -127,19 +123,6 @@ def _save_tokenizer(tokenizer, folder: Path, max_len: int) -> None:
 # ----------------------------------------------------------------------------- models
 
 
-def _perturb(model, generator) -> None:
-    """LayerNorm weights ~ 1 + N(0, 0.3), every bias and LayerNorm bias ~ N(0, 0.1)."""
-    import torch
-
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith("LayerNorm.weight") or name.endswith("layer_norm.weight"):
-                param.copy_(1.0 + 0.3 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.1 * noise)
-
-
 def _write(model, folder: Path, tokenizer, *, bin_file: bool = False) -> Path:
     import torch
 
@@ -185,7 +168,7 @@ def _model(model_type: str, task: str, config, generator):
 
     prefix = "Roberta" if model_type == "roberta" else "XLMRoberta"
     model = getattr(transformers, prefix + TASKS[task])(config)
-    _perturb(model, generator)
+    perturb(model, generator, ("LayerNorm.weight", "layer_norm.weight"))
     return model.eval()
 
 
@@ -215,7 +198,7 @@ def _build(root: Path, variants, *, vocab: int, sizes: dict | None = None
            ) -> list[tuple[str, Path]]:
     import torch
 
-    texts = _sentences()
+    texts = sentences()
     tokenizers = {"roberta": roberta_tokenizer(vocab, texts),
                   "xlm-roberta": xlm_roberta_tokenizer(vocab, texts)}
     out = []
@@ -279,17 +262,8 @@ def write_golden(root: Path) -> list[Path]:
         model = _model_from(folder, model_type, task)
         with torch.no_grad():
             result = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        output = (result.last_hidden_state if task == "base" else result.logits).numpy()
-        mask = batch["attention_mask"].numpy().astype(np.int32)
-        extra = {}
-        if task == "mlm":  # the full (B, S, vocab) logits would be most of the bytes
-            extra["positions"] = golden_positions(mask)
-            output = output[extra["positions"][:, 0], extra["positions"][:, 1]]
-        np.savez_compressed(
-            folder / "expected.npz", input_ids=batch["input_ids"].numpy().astype(np.int32),
-            attention_mask=mask, output=output.astype(np.float32), **extra,
-            sentences=np.array(GOLDEN_SENTENCES), task=np.array(task),
-            model_type=np.array(config["model_type"]))
+        save_expected(folder, batch, result, task, GOLDEN_SENTENCES, positions=golden_positions,
+                      model_type=np.array(config["model_type"]))
         folders.append(folder)
     return folders
 
@@ -302,15 +276,4 @@ def _model_from(folder: Path, model_type: str, task: str):
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("checkpoints", "golden"))
-    parser.add_argument("root", type=Path)
-    args = parser.parse_args()
-    if args.what == "golden":
-        for path in write_golden(args.root):
-            print(path)
-    else:
-        for label, path in checkpoints(args.root):
-            print(label, path)
+    cli(__doc__, checkpoints, write_golden)
