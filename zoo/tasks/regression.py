@@ -117,21 +117,27 @@ class Regression(Task):
 
     def report(self, run_dir, collected, reference, labels: Sequence[str] | None, title: str
                ) -> dict:
-        scores = np.asarray(collected["scores"], np.float64)
-        targets = np.asarray(reference, np.float64)
-        summary = {"examples": int(len(scores)), "pearson": pearson(scores, targets),
-                   "spearman": spearman(scores, targets),
-                   "mse": float(np.mean((scores - targets) ** 2)) if len(scores) else 0.0}
-        if run_dir is not None:
-            from zoo.fsutil import atomic_write_text
+        return score_report(run_dir, collected["scores"], reference, title)
 
-            lines = [title, "", f"{'examples':>10}  {summary['examples']}"]
-            lines += [f"{k:>10}  {summary[k]:.4f}" for k in ("pearson", "spearman", "mse")]
-            atomic_write_text(Path(run_dir) / "dev_report.txt", "\n".join(lines) + "\n")
-            atomic_write_text(Path(run_dir) / "dev_report.json",
-                              json.dumps(summary, indent=2) + "\n")
-            _scatter(scores, targets, title, Path(run_dir) / "dev_scatter.png")
-        return {"dev_pearson": summary["pearson"], "dev_spearman": summary["spearman"]}
+
+def score_report(run_dir, scores, reference, title: str, what: str | None = None) -> dict:
+    """Pearson, Spearman and MSE of predicted against gold scores; with ``run_dir``, the
+    dev report (text, JSON) and a scatter plot. ``what`` says what the scores are."""
+    scores = np.asarray(scores, np.float64)
+    targets = np.asarray(reference, np.float64)
+    summary = {"examples": int(len(scores)), "pearson": pearson(scores, targets),
+               "spearman": spearman(scores, targets),
+               "mse": float(np.mean((scores - targets) ** 2)) if len(scores) else 0.0}
+    if run_dir is not None:
+        from zoo.fsutil import atomic_write_text
+
+        lines = [title, "", *([what, ""] if what else []),
+                 f"{'examples':>10}  {summary['examples']}"]
+        lines += [f"{k:>10}  {summary[k]:.4f}" for k in ("pearson", "spearman", "mse")]
+        atomic_write_text(Path(run_dir) / "dev_report.txt", "\n".join(lines) + "\n")
+        atomic_write_text(Path(run_dir) / "dev_report.json", json.dumps(summary, indent=2) + "\n")
+        _scatter(scores, targets, title, Path(run_dir) / "dev_scatter.png")
+    return {"dev_pearson": summary["pearson"], "dev_spearman": summary["spearman"]}
 
 
 def _scatter(scores: np.ndarray, targets: np.ndarray, title: str, out_png: Path) -> None:

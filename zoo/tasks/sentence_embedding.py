@@ -20,8 +20,6 @@ loss. The best checkpoint is the one with the highest dev Spearman, or with the 
 loss when the dev pairs have no scores.
 """
 
-import json
-from pathlib import Path
 from typing import Sequence
 
 import flax.struct
@@ -31,8 +29,8 @@ import numpy as np
 import optax
 from clu import metrics
 
-from zoo.tasks.base import Task, pearson, rngs_for, spearman, weighted_mean
-from zoo.tasks.regression import Pearson
+from zoo.tasks.base import Task, rngs_for, spearman, weighted_mean
+from zoo.tasks.regression import Pearson, score_report
 
 SCALE = 20.0  # MultipleNegativesRankingLoss's default: cosines times 20 before the softmax
 # What a score may be when the dataset declares no range of its own: a cosine similarity.
@@ -202,21 +200,6 @@ class SentenceEmbedding(Task):
     # -- reports ---------------------------------------------------------------------
 
     def report(self, run_dir, collected, reference, labels, title: str) -> dict:
-        from zoo.tasks.regression import _scatter
-
-        similarity = np.asarray(collected["similarity"], np.float64)
-        targets = np.asarray(reference, np.float64)
-        summary = {"examples": int(len(similarity)), "pearson": pearson(similarity, targets),
-                   "spearman": spearman(similarity, targets),
-                   "mse": float(np.mean((similarity - targets) ** 2)) if len(targets) else 0.0}
-        if run_dir is not None:
-            from zoo.fsutil import atomic_write_text
-
-            lines = [title, "", "cosine similarity of the two texts' embeddings against the "
-                     "gold score", "", f"{'examples':>10}  {summary['examples']}"]
-            lines += [f"{k:>10}  {summary[k]:.4f}" for k in ("pearson", "spearman", "mse")]
-            atomic_write_text(Path(run_dir) / "dev_report.txt", "\n".join(lines) + "\n")
-            atomic_write_text(Path(run_dir) / "dev_report.json",
-                              json.dumps(summary, indent=2) + "\n")
-            _scatter(similarity, targets, title, Path(run_dir) / "dev_scatter.png")
-        return {"dev_pearson": summary["pearson"], "dev_spearman": summary["spearman"]}
+        return score_report(run_dir, collected["similarity"], reference, title,
+                            what="cosine similarity of the two texts' embeddings against the "
+                                 "gold score")
