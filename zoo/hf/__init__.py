@@ -7,12 +7,12 @@ conversion. Each family (``zoo/models/<family>/``) brings only an ``Architecture
 ``model_type`` values, config parser and name table, registered with ``make_family``.
 """
 
-from zoo.hf.architecture import (Architecture, HFSource, convert_folder, download, make_family,
-                                 model_types)
+from zoo.hf.architecture import (Architecture, HFSource, convert_folder, download, make_config,
+                                 make_family, model_types)
 from zoo.hf.files import is_hf_folder, read_safetensors, read_weights
-from zoo.hf.names import NameTable, untie_decoder
+from zoo.hf.names import POST_LN_RULES, NameTable, untie_decoder
 from zoo.hf.tokenizer import read_tokenizer
 
 __all__ = ["Architecture", "HFSource", "NameTable", "convert_folder", "download",
-           "is_hf_folder", "make_family", "model_types", "read_safetensors", "read_tokenizer",
+           "is_hf_folder", "make_config", "make_family", "POST_LN_RULES", "model_types", "read_safetensors", "read_tokenizer",
            "read_weights", "untie_decoder"]

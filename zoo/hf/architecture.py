@@ -96,6 +96,15 @@ def model_types() -> list[str]:
     return sorted(_ARCHITECTURES)
 
 
+def make_config(config_class: type, values: Mapping, where: str):
+    """``config_class(**values)``, its complaints (ValueError, TypeError) as one
+    ``ConfigError`` line that starts with ``where``."""
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def config_from_dict(arch: Architecture, values: Mapping):
     """The family's config from a zoo manifest's ``config`` (unknown keys refused)."""
     if not isinstance(values, Mapping):
@@ -104,10 +113,7 @@ def config_from_dict(arch: Architecture, values: Mapping):
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"config: unknown {arch.name} field(s) {', '.join(unknown)}")
-    try:
-        return arch.config_class(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config: {err}") from None
+    return make_config(arch.config_class, values, "config")
 
 
 def architecture_of(hf: Any, where: str) -> Architecture:

@@ -80,6 +80,34 @@ class NameTable:
         return params, sorted(unmapped), sorted(notes)
 
 
+_L = r"encoder\.layer\.(?P<i>\d+)\."
+# HF's embeddings and ``encoder.layer.N`` blocks as BERT and RoBERTa checkpoints name them ->
+# ``zoo.nn.PostLNLayer``'s paths (``gamma``/``beta``: the LayerNorm names of old checkpoints).
+POST_LN_RULES: tuple[tuple[str, str], ...] = (
+    (r"embeddings\.word_embeddings\.weight", "encoder/embeddings/word/embedding"),
+    (r"embeddings\.position_embeddings\.weight", "encoder/embeddings/position/embedding"),
+    (r"embeddings\.token_type_embeddings\.weight", "encoder/embeddings/token_type/embedding"),
+    (r"embeddings\.LayerNorm\.(weight|gamma)", "encoder/embeddings/norm/scale"),
+    (r"embeddings\.LayerNorm\.(bias|beta)", "encoder/embeddings/norm/bias"),
+    (_L + r"attention\.self\.(?P<p>query|key|value)\.weight",
+     "encoder/layers/{i}/attention/{p}/kernel T"),
+    (_L + r"attention\.self\.(?P<p>query|key|value)\.bias",
+     "encoder/layers/{i}/attention/{p}/bias"),
+    (_L + r"attention\.output\.dense\.weight", "encoder/layers/{i}/attention/output/kernel T"),
+    (_L + r"attention\.output\.dense\.bias", "encoder/layers/{i}/attention/output/bias"),
+    (_L + r"attention\.output\.LayerNorm\.(weight|gamma)",
+     "encoder/layers/{i}/attention_norm/scale"),
+    (_L + r"attention\.output\.LayerNorm\.(bias|beta)",
+     "encoder/layers/{i}/attention_norm/bias"),
+    (_L + r"intermediate\.dense\.weight", "encoder/layers/{i}/intermediate/kernel T"),
+    (_L + r"intermediate\.dense\.bias", "encoder/layers/{i}/intermediate/bias"),
+    (_L + r"output\.dense\.weight", "encoder/layers/{i}/output/kernel T"),
+    (_L + r"output\.dense\.bias", "encoder/layers/{i}/output/bias"),
+    (_L + r"output\.LayerNorm\.(weight|gamma)", "encoder/layers/{i}/output_norm/scale"),
+    (_L + r"output\.LayerNorm\.(bias|beta)", "encoder/layers/{i}/output_norm/bias"),
+)
+
+
 def untie_decoder(params: dict, config=None, *,
                   embedding: str = "encoder/embeddings/word/embedding") -> None:
     """An MLM decoder tied to the word embeddings gets its own kernel (their transpose)."""

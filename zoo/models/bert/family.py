@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable, make_family, untie_decoder
+from zoo.hf import Architecture, NameTable, POST_LN_RULES, make_config, make_family, untie_decoder
 from zoo.models.bert.modeling import BertConfig
 
 # HF config.json key for each BertConfig field, per model type (first present wins).
@@ -60,10 +60,7 @@ def config_from_hf(hf: Mapping, *, where: str = "config.json") -> BertConfig:
     missing = [_HF_KEYS[model_type][f][0] for f in required if f not in values]
     if missing:
         raise ConfigError(f"{where}: missing {', '.join(missing)}")
-    try:
-        return BertConfig(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+    return make_config(BertConfig, values, where)
 
 
 # ------------------------------------------------------------------------------ the name table
@@ -73,33 +70,9 @@ def config_from_hf(hf: Mapping, *, where: str = "config.json") -> BertConfig:
 # (out, in) by torch and transposed to NNX's (in, out) kernel.
 _L = r"(?P<i>\d+)"
 NAME_TABLE: tuple[tuple[str, str], ...] = (
-    # embeddings (BERT / ELECTRA / DistilBERT share these names)
-    (r"embeddings\.word_embeddings\.weight", "encoder/embeddings/word/embedding"),
-    (r"embeddings\.position_embeddings\.weight", "encoder/embeddings/position/embedding"),
-    (r"embeddings\.token_type_embeddings\.weight", "encoder/embeddings/token_type/embedding"),
-    (r"embeddings\.LayerNorm\.(weight|gamma)", "encoder/embeddings/norm/scale"),
-    (r"embeddings\.LayerNorm\.(bias|beta)", "encoder/embeddings/norm/bias"),
+    *POST_LN_RULES,  # BERT / ELECTRA embeddings and layers (DistilBERT's embeddings too)
     (r"embeddings_project\.weight", "encoder/embeddings/projection/kernel T"),
     (r"embeddings_project\.bias", "encoder/embeddings/projection/bias"),
-    # BERT / ELECTRA layers
-    (rf"encoder\.layer\.{_L}\.attention\.self\.(?P<p>query|key|value)\.weight",
-     "encoder/layers/{i}/attention/{p}/kernel T"),
-    (rf"encoder\.layer\.{_L}\.attention\.self\.(?P<p>query|key|value)\.bias",
-     "encoder/layers/{i}/attention/{p}/bias"),
-    (rf"encoder\.layer\.{_L}\.attention\.output\.dense\.weight",
-     "encoder/layers/{i}/attention/output/kernel T"),
-    (rf"encoder\.layer\.{_L}\.attention\.output\.dense\.bias",
-     "encoder/layers/{i}/attention/output/bias"),
-    (rf"encoder\.layer\.{_L}\.attention\.output\.LayerNorm\.(weight|gamma)",
-     "encoder/layers/{i}/attention_norm/scale"),
-    (rf"encoder\.layer\.{_L}\.attention\.output\.LayerNorm\.(bias|beta)",
-     "encoder/layers/{i}/attention_norm/bias"),
-    (rf"encoder\.layer\.{_L}\.intermediate\.dense\.weight", "encoder/layers/{i}/intermediate/kernel T"),
-    (rf"encoder\.layer\.{_L}\.intermediate\.dense\.bias", "encoder/layers/{i}/intermediate/bias"),
-    (rf"encoder\.layer\.{_L}\.output\.dense\.weight", "encoder/layers/{i}/output/kernel T"),
-    (rf"encoder\.layer\.{_L}\.output\.dense\.bias", "encoder/layers/{i}/output/bias"),
-    (rf"encoder\.layer\.{_L}\.output\.LayerNorm\.(weight|gamma)", "encoder/layers/{i}/output_norm/scale"),
-    (rf"encoder\.layer\.{_L}\.output\.LayerNorm\.(bias|beta)", "encoder/layers/{i}/output_norm/bias"),
     # DistilBERT layers
     (rf"transformer\.layer\.{_L}\.attention\.(?P<p>q|k|v|out)_lin\.weight",
      "encoder/layers/{i}/attention/{p}/kernel T"),

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable
+from zoo.hf import Architecture, NameTable, make_config
 from zoo.models.deberta_v2.modeling import (ACTIVATIONS, POOLER_STYLES, POS_ATT_TYPES,
                                             DebertaV2Config)
 
@@ -121,10 +121,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
                               f"({', '.join(unknown)}; only {', '.join(POS_ATT_TYPES)})")
         values["pos_att_type"] = tuple(dict.fromkeys(parts))  # HF counts each type once
     values["norm_rel_ebd"] = _norm_rel_ebd(hf.get("norm_rel_ebd"), where)
-    try:
-        return DebertaV2Config(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+    return make_config(DebertaV2Config, values, where)
 
 
 # ------------------------------------------------------------------------------ the name table

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable
+from zoo.hf import Architecture, NameTable, make_config
 from zoo.models.modernbert.modeling import (ACTIVATIONS, GLOBAL, HEAD_ACTIVATIONS, LAYER_TYPES,
                                             LOCAL, POOLINGS, ModernBertConfig, layer_pattern)
 
@@ -146,10 +146,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> ModernBertConfig:
     thetas = _rope_thetas(hf, where)
     values["global_rope_theta"], values["local_rope_theta"] = thetas[GLOBAL], thetas[LOCAL]
     values["layer_types"] = _layer_types(hf, where)
-    try:
-        return ModernBertConfig(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+    return make_config(ModernBertConfig, values, where)
 
 
 # ------------------------------------------------------------------------------ the name table

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable
+from zoo.hf import Architecture, NameTable, POST_LN_RULES, make_config
 from zoo.models.roberta.modeling import MODEL_TYPES, RobertaConfig
 
 # RobertaConfig field -> config.json key (first present wins) and transformers' default for
@@ -65,39 +65,13 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> RobertaConfig:
     values: dict[str, Any] = {"model_type": model_type}
     for field, (keys, default) in _HF_KEYS.items():
         values[field] = next((hf[k] for k in keys if hf.get(k) is not None), default)
-    try:
-        return RobertaConfig(**values)
-    except (TypeError, ValueError) as err:
-        # hidden_act 'x' is not supported (...), pad_token_id must be ..., and so on
-        raise ConfigError(f"{where}: {err}") from None
+    return make_config(RobertaConfig, values, where)
 
 
 # ------------------------------------------------------------------------------ the name table
 
-_L = r"(?P<i>\d+)"
-_LAYER = rf"encoder\.layer\.{_L}\."
 RULES: tuple[tuple[str, str], ...] = (
-    (r"embeddings\.word_embeddings\.weight", "encoder/embeddings/word/embedding"),
-    (r"embeddings\.position_embeddings\.weight", "encoder/embeddings/position/embedding"),
-    (r"embeddings\.token_type_embeddings\.weight", "encoder/embeddings/token_type/embedding"),
-    (r"embeddings\.LayerNorm\.(weight|gamma)", "encoder/embeddings/norm/scale"),
-    (r"embeddings\.LayerNorm\.(bias|beta)", "encoder/embeddings/norm/bias"),
-    (_LAYER + r"attention\.self\.(?P<p>query|key|value)\.weight",
-     "encoder/layers/{i}/attention/{p}/kernel T"),
-    (_LAYER + r"attention\.self\.(?P<p>query|key|value)\.bias",
-     "encoder/layers/{i}/attention/{p}/bias"),
-    (_LAYER + r"attention\.output\.dense\.weight", "encoder/layers/{i}/attention/output/kernel T"),
-    (_LAYER + r"attention\.output\.dense\.bias", "encoder/layers/{i}/attention/output/bias"),
-    (_LAYER + r"attention\.output\.LayerNorm\.(weight|gamma)",
-     "encoder/layers/{i}/attention_norm/scale"),
-    (_LAYER + r"attention\.output\.LayerNorm\.(bias|beta)",
-     "encoder/layers/{i}/attention_norm/bias"),
-    (_LAYER + r"intermediate\.dense\.weight", "encoder/layers/{i}/intermediate/kernel T"),
-    (_LAYER + r"intermediate\.dense\.bias", "encoder/layers/{i}/intermediate/bias"),
-    (_LAYER + r"output\.dense\.weight", "encoder/layers/{i}/output/kernel T"),
-    (_LAYER + r"output\.dense\.bias", "encoder/layers/{i}/output/bias"),
-    (_LAYER + r"output\.LayerNorm\.(weight|gamma)", "encoder/layers/{i}/output_norm/scale"),
-    (_LAYER + r"output\.LayerNorm\.(bias|beta)", "encoder/layers/{i}/output_norm/bias"),
+    *POST_LN_RULES,  # the embeddings and encoder.layer.N blocks, named as BERT's
     # RobertaClassificationHead (sequence classification and regression)
     (r"classifier\.dense\.weight", "heads/{cls}/dense/kernel T"),
     (r"classifier\.dense\.bias", "heads/{cls}/dense/bias"),
