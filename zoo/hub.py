@@ -82,7 +82,7 @@ def _not_weights(path) -> Exception:
     return WeightsNotFoundError(
         f"{str(path)!r} is neither a zoo model directory or run (no {checkpoint.MANIFEST} there "
         "or in its model/ subfolder) nor a checkpoint a model family recognises ("
-        + "; ".join(f.formats for f in families() if f.formats) + ")")
+        + "; ".join(dict.fromkeys(f.formats for f in families() if f.formats)) + ")")
 
 
 def resolve_weights(name: str, weights: str | Path | None = None) -> Path | Converted:

@@ -22,6 +22,9 @@ from zoo.hf.names import NameTable
 from zoo.registry import Converted, Family, WeightsNotFoundError, register_family
 
 CONVERTER_VERSION = "2"
+# What every HF family opens (one phrase, so that a list of formats names it once).
+FORMATS = ("a HuggingFace checkpoint folder (config.json and model.safetensors or "
+           "pytorch_model.bin)")
 # Tokenizer files a download also tries (a repository ships one kind or another).
 TOKENIZER_DOWNLOADS = ("vocab.json", "merges.txt")
 
@@ -84,8 +87,7 @@ def make_family(arch: Architecture) -> Family:
         config_from_dict=functools.partial(config_from_dict, arch),
         fetch=functools.partial(fetch, arch),
         open_folder=functools.partial(open_folder, arch),
-        formats=f"a HuggingFace {'/'.join(arch.model_types)} folder with config.json and "
-                "model.safetensors or pytorch_model.bin"))
+        formats=FORMATS))
     for model_type in arch.model_types:
         _ARCHITECTURES[model_type] = arch
     _FAMILIES[arch.name] = family
