@@ -19,6 +19,7 @@ from zoo.errors import ConfigError
 from zoo.hf.files import (SMALL_FILES, WEIGHT_FILES, check_complete, is_hf_folder, read_json,
                           read_weights, sha256, weights_file)
 from zoo.hf.names import NameTable
+from zoo.hf.tokenizer import read_tokenizer
 from zoo.registry import Converted, Family, WeightsNotFoundError, register_family
 
 CONVERTER_VERSION = "2"
@@ -189,6 +190,8 @@ def convert_folder(path: str | Path, name: str | None = None,
             f"{arch.model_types[hf['model_type']]} or without a model name")
     source_id = getattr(spec.source, "repo_id", "") or str(hf.get("_name_or_path", ""))
 
+    # The tokenizer first: a folder without one fails before hundreds of MB are read.
+    tokenizer = read_tokenizer(path, source_id)
     tensors = read_weights(path)
     task_cls = task_class(hf, tensors, arch.table)
     head_name = task_cls.head
@@ -220,9 +223,6 @@ def convert_folder(path: str | Path, name: str | None = None,
                                config=config)
     check_tree(expected, params, source=f"{path} (as {model})", unmapped=unmapped,
                unmapped_title="HF names with no zoo name")
-    from zoo.hf.tokenizer import read_tokenizer
-
-    tokenizer = read_tokenizer(path, source_id)
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise ConfigError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens but "
                           f"config.json's vocab_size is {config.vocab_size}")
