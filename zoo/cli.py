@@ -1,4 +1,4 @@
-"""``python -m zoo``: list, train, evaluate, predict, embed, baseline, pretrain, distill.
+"""``python -m zoo``: list, train, evaluate, predict, embed, export, baseline, pretrain, distill.
 
 Errors a user can fix (a bad path, an unknown name, a malformed file) end the program
 with one line on stderr and exit status 2, not a traceback.
@@ -282,6 +282,17 @@ def _stdin_lines() -> list[str]:
     return lines
 
 
+def cmd_export(args) -> int:
+    from zoo.export import export
+
+    summary = export(args.model, args.out, format=args.format, head=args.head,
+                     overwrite=args.overwrite)
+    what = summary.get("architectures", [summary.get("output", "")])[0]
+    print(f"{args.model} -> {args.out} ({args.format}: {what}; "
+          f"{', '.join(summary['files'])})")
+    return 0
+
+
 def cmd_baseline(args) -> int:
     from zoo.baseline import run_baseline
     from zoo.data import load_sst2
@@ -352,6 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="write a run or model for transformers (--format hf) or "
+                       "ONNX Runtime (--format onnx)")
+    p.add_argument("model", help="a run, model directory, registered model or HF folder")
+    p.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                   help="hf: config.json + model.safetensors + tokenizer, as transformers "
+                   "writes them (the M2L family: its own safetensors + config); onnx: "
+                   "model.onnx + tokenizer files")
+    p.add_argument("--out", required=True, help="a new or empty folder (or an earlier export "
+                   "with --overwrite)")
+    p.add_argument("--head", help="which stored head (default: the model's); 'none': the "
+                   "encoder alone")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("baseline", help="TF-IDF + logistic regression on SST-2")
     p.add_argument("--data-dir")

@@ -60,7 +60,8 @@ class Family:
     - ``fetch(spec, download_dir)``: the published weights of ``spec`` as ``Converted``
       (raises ``WeightsNotFoundError`` naming the commands to run when offline);
     - ``open_folder(path, name)``: a foreign checkpoint folder (or file) of this family as
-      ``Converted``, or ``None`` when ``path`` is not in the family's format.
+      ``Converted``, or ``None`` when ``path`` is not in the family's format;
+    - ``export(model, folder)``: the model written in the family's own interchange format.
     """
 
     name: str
@@ -68,6 +69,9 @@ class Family:
     fetch: Callable[["EncoderSpec", Path], Converted] | None = None
     open_folder: Callable[[Path, str | None], Converted | None] | None = None
     formats: str = ""  # what ``open_folder`` accepts, for error messages
+    # ``export(model, folder)``: write a loaded model into the empty ``folder`` in the
+    # family's interchange format (HF families: a transformers folder); returns a summary.
+    export: Callable[[Any, Path], dict] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -372,3 +372,18 @@ def _save_quietly(dataset: datasets.Dataset, path: Path) -> None:
         if bars_were_on:
             datasets.utils.enable_progress_bars()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tokenizer_files(tokenizer: Tokenizer, max_len: int) -> dict[str, str]:
+    """What an exported folder carries for its tokenizer: ``tokenizer.json`` plus the
+    ``tokenizer_config.json`` and ``special_tokens_map.json`` that transformers reads the
+    special tokens from (the roles the zoo itself uses), as {file name: text}."""
+    import json
+
+    roles = {role: tokenizer.id_to_token(i) for role, i in special_ids(tokenizer).items()}
+    specials = {f"{role}_token": token for role, token in sorted(roles.items())}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": int(max_len),
+              "clean_up_tokenization_spaces": False, **specials}
+    return {"tokenizer.json": tokenizer.to_str(),
+            "tokenizer_config.json": json.dumps(config, indent=2, sort_keys=True) + "\n",
+            "special_tokens_map.json": json.dumps(specials, indent=2, sort_keys=True) + "\n"}

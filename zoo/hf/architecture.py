@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from zoo.errors import ConfigError
 from zoo.hf.files import (SMALL_FILES, WEIGHT_FILES, check_complete, is_hf_folder, read_json,
                           read_weights, sha256, weights_file)
+from zoo.hf.export import HFExport, write_folder
 from zoo.hf.names import NameTable
 from zoo.hf.tokenizer import read_tokenizer
 from zoo.registry import Converted, Family, WeightsNotFoundError, register_family
@@ -49,6 +50,10 @@ class Architecture:
     table: NameTable
     # Edits mapped params in place (e.g. unties a decoder); may return notes.
     finish: Callable[[dict, Any], list[str] | None] | None = None
+    # Export (zoo.hf.export): config -> config.json keys (the inverse of config_from_hf), and
+    # per model_type how transformers names its classes and which table names it writes.
+    config_to_hf: Callable[[Any], dict] | None = None
+    exports: Mapping[str, "HFExport"] = dataclasses.field(default_factory=dict)
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}  # model_type -> architecture
@@ -88,7 +93,8 @@ def make_family(arch: Architecture) -> Family:
         config_from_dict=functools.partial(config_from_dict, arch),
         fetch=functools.partial(fetch, arch),
         open_folder=functools.partial(open_folder, arch),
-        formats=FORMATS))
+        formats=FORMATS,
+        export=functools.partial(write_folder, arch) if arch.config_to_hf else None))
     for model_type in arch.model_types:
         _ARCHITECTURES[model_type] = arch
     _FAMILIES[arch.name] = family

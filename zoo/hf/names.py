@@ -10,6 +10,7 @@ NNX's (in, out) kernel. ``ignored`` names are skipped on purpose and reported as
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from typing import Mapping
 
@@ -113,3 +114,86 @@ def untie_decoder(params: dict, config=None, *,
     """An MLM decoder tied to the word embeddings gets its own kernel (their transpose)."""
     if "heads/mlm/decoder/bias" in params and embedding in params:
         params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(params[embedding].T)
+
+
+# ------------------------------------------------------------------------ zoo -> HF (export)
+
+
+def regex_template(regex: str) -> str:
+    """The HF name a rule's regex matches, as a ``str.format`` template: a named group
+    becomes ``{name}``, an unnamed group its first alternative (``(weight|gamma)`` ->
+    ``weight``), an optional group (``(decoder\\.)?``) nothing, and escapes their character.
+    Rules use only these forms; anything else is refused (the rule cannot be inverted)."""
+    out, i = [], 0
+    while i < len(regex):
+        char = regex[i]
+        if char == "\\":
+            out.append(regex[i + 1])
+            i += 2
+        elif char == "(":
+            depth, j = 1, i + 1
+            while depth:
+                depth += {"(": 1, ")": -1}.get(regex[j], 0)
+                j += 1
+            body = regex[i + 1:j - 1]
+            optional = j < len(regex) and regex[j] == "?"
+            if body.startswith("?P<"):
+                out.append("{" + body[3:body.index(">")] + "}")
+            elif not optional:
+                out.append(regex_template(_first_alternative(body)))
+            i = j + 1 if optional else j
+        elif char in "[]*+?{}|^$.":
+            raise ValueError(f"rule {regex!r}: {char!r} cannot be written back as a name")
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _first_alternative(body: str) -> str:
+    depth = 0
+    for k, char in enumerate(body):
+        if char == "\\":
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "|" and depth == 0 and (k == 0 or body[k - 1] != "\\"):
+            return body[:k]
+    return body
+
+
+def _path_pattern(target: str, head: str) -> re.Pattern:
+    """A regex over zoo paths for a rule's target (``{cls}`` is ``head``)."""
+    parts = re.split(r"(\{\w+\})", target)
+    regex = "".join(re.escape(head) if p == "{cls}" else
+                    f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p)
+                    for p in parts)
+    return re.compile(f"^{regex}$")
+
+
+def hf_names(table: NameTable, path: str, head: str) -> list[tuple[str, bool]]:
+    """Every HF name (after the task prefix) a zoo path could have come from, in the table's
+    order, each with whether its tensor is transposed. A candidate is kept only when the
+    forward rule maps it back to ``path`` (group values and renames included)."""
+    found = []
+    for (pattern, target), (regex, _) in zip(table._compiled, table.rules):
+        zoo_path, _, transpose = target.partition(" ")
+        match = _path_pattern(zoo_path, head).match(path)
+        if match is None:
+            continue
+        choices = []  # a group's HF value: the zoo's, or what a rename maps to it
+        for key, value in match.groupdict().items():
+            back = [hf for hf, zoo in table.renames.get(key, {}).items() if zoo == value]
+            choices.append([(key, v) for v in dict.fromkeys([value, *back])])
+        for values in itertools.product(*choices):
+            try:
+                name = regex_template(regex).format(**dict(values))
+            except (KeyError, ValueError):
+                continue
+            forward = pattern.match(name)
+            if forward is None:
+                continue
+            groups = {k: table.renames.get(k, {}).get(v, v)
+                      for k, v in forward.groupdict().items()}
+            if zoo_path.format(cls=head, **groups) == path:
+                found.append((name, bool(transpose)))
+    return found

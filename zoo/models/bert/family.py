@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable, POST_LN_RULES, make_config, make_family, untie_decoder
+from zoo.hf import (Architecture, HFExport, NameTable, POST_LN_RULES, config_keys, make_config,
+                    make_family, untie_decoder)
 from zoo.models.bert.modeling import BertConfig
 
 # HF config.json key for each BertConfig field, per model type (first present wins).
@@ -127,9 +128,36 @@ TABLE = NameTable(
     pooler=r"pooler\.",
 )
 
+
+
+def config_to_hf(config: BertConfig) -> dict:
+    """The ``config.json`` keys of ``config`` (the inverse of ``config_from_hf``)."""
+    hf = config_keys(config, _HF_KEYS[config.model_type])
+    if config.model_type == "bert":
+        if config.embedding_size != config.hidden_size:
+            raise ConfigError(f"embedding_size {config.embedding_size} != hidden_size "
+                              f"{config.hidden_size} has no transformers BERT equivalent")
+        hf.pop("embedding_size", None)
+    if config.model_type == "distilbert":
+        hf["sinusoidal_pos_embds"] = False
+    return hf
+
+
+_SEQUENCE, _TOKEN = "ForSequenceClassification", "ForTokenClassification"
+# Which of the table's alternative names each model type writes (zoo.hf.export).
+EXPORTS = {
+    "bert": HFExport("Bert", "bert.", in_base=r"pooler\.",
+                     never=r"transformer\.|pre_classifier|classifier\.(dense|out_proj)|vocab_"),
+    "electra": HFExport("Electra", "electra.", never=r"transformer\.|pre_classifier|pooler\.",
+                        never_for={_SEQUENCE: r"classifier\.(weight|bias)",
+                                   _TOKEN: r"classifier\.(dense|out_proj)"}),
+    "distilbert": HFExport("DistilBert", "distilbert.",
+                           never=r"encoder\.|pooler\.|classifier\.(dense|out_proj)|cls\."),
+}
+
 ARCHITECTURE = Architecture(
     name="bert", model_types={"bert": "bert-custom", "electra": "electra-custom",
                               "distilbert": "distilbert-custom"},
     config_class=BertConfig, config_from_hf=lambda hf, where: config_from_hf(hf, where=where),
-    table=TABLE, finish=untie_decoder)
+    table=TABLE, finish=untie_decoder, config_to_hf=config_to_hf, exports=EXPORTS)
 FAMILY = make_family(ARCHITECTURE)

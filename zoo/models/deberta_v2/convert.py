@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable, make_config
+from zoo.hf import Architecture, HFExport, NameTable, config_keys, make_config
 from zoo.models.deberta_v2.modeling import (ACTIVATIONS, POOLER_STYLES, POS_ATT_TYPES,
                                             DebertaV2Config)
 
@@ -219,6 +219,15 @@ def finish(params: dict, config: DebertaV2Config) -> list[str]:
     return notes
 
 
+def config_to_hf(config: DebertaV2Config) -> dict:
+    """The ``config.json`` keys of ``config`` (the inverse of ``config_from_hf``)."""
+    return config_keys(config, _HF_KEYS) | {"norm_rel_ebd": config.norm_rel_ebd,
+                                            "pooler_hidden_size": config.hidden_size,
+                                            "conv_kernel_size": 0}
+
+
 ARCHITECTURE = Architecture(
     name="deberta_v2", model_types={MODEL_TYPE: "deberta-v2-custom"},
-    config_class=DebertaV2Config, config_from_hf=config_from_hf, table=TABLE, finish=finish)
+    config_class=DebertaV2Config, config_from_hf=config_from_hf, table=TABLE, finish=finish,
+    config_to_hf=config_to_hf,
+    exports={MODEL_TYPE: HFExport("DebertaV2", "deberta.", never=r"cls\.|lm_predictions\.")})

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable, make_config
+from zoo.hf import Architecture, HFExport, NameTable, make_config
 from zoo.models.modernbert.modeling import (ACTIVATIONS, GLOBAL, HEAD_ACTIVATIONS, LAYER_TYPES,
                                             LOCAL, POOLINGS, ModernBertConfig, layer_pattern)
 
@@ -202,6 +202,28 @@ def finish(params: dict, config: ModernBertConfig | None = None) -> None:
         params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(np.asarray(embedding).T)
 
 
+def config_to_hf(config: ModernBertConfig) -> dict:
+    """The ``config.json`` keys of ``config`` (the inverse of ``config_from_hf``), in
+    transformers 5.x's spelling (``layer_types``, ``rope_parameters``) plus 4.x's
+    (``global_rope_theta`` / ``local_rope_theta``, ``global_attn_every_n_layers`` when the
+    layers follow its pattern), so that either version reads the same model."""
+    hf = {key: getattr(config, field) for key, field in _COPIED.items()}
+    layer_types = list(config.layer_types)
+    hf |= {"norm_eps": config.layer_norm_eps, "hidden_activation": config.hidden_act,
+           "classifier_activation": config.classifier_activation, "layer_types": layer_types,
+           "rope_parameters": {GLOBAL: {"rope_type": "default",
+                                        "rope_theta": config.global_rope_theta},
+                               LOCAL: {"rope_type": "default",
+                                       "rope_theta": config.local_rope_theta}},
+           "global_rope_theta": config.global_rope_theta,
+           "local_rope_theta": config.local_rope_theta}
+    every = next((n for n in range(1, config.num_layers + 1)
+                  if list(layer_pattern(config.num_layers, n)) == layer_types), None)
+    if every is not None:
+        hf["global_attn_every_n_layers"] = every
+    return hf
+
+
 ARCHITECTURE = Architecture(
     name="modernbert",
     model_types={"modernbert": "modernbert-custom"},
@@ -209,4 +231,6 @@ ARCHITECTURE = Architecture(
     config_from_hf=config_from_hf,
     table=TABLE,
     finish=finish,
+    config_to_hf=config_to_hf,
+    exports={"modernbert": HFExport("ModernBert", "model.", never=r"decoder\.")},
 )

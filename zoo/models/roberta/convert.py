@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, NameTable, POST_LN_RULES, make_config
+from zoo.hf import Architecture, HFExport, NameTable, POST_LN_RULES, config_keys, make_config
 from zoo.models.roberta.modeling import MODEL_TYPES, RobertaConfig
 
 # RobertaConfig field -> config.json key (first present wins) and transformers' default for
@@ -118,7 +118,20 @@ def finish(params: dict, config: RobertaConfig | None = None) -> None:
         params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(embedding.T)
 
 
+def config_to_hf(config: RobertaConfig) -> dict:
+    """The ``config.json`` keys of ``config`` (the inverse of ``config_from_hf``)."""
+    return config_keys(config, {field: keys for field, (keys, _) in _HF_KEYS.items()})
+
+
+# The classifier's names (zoo.hf.export): RobertaClassificationHead's dense / out_proj for
+# sequence classification, one ``classifier`` Linear for tokens.
+_NEVER_FOR = {"ForSequenceClassification": r"classifier\.(weight|bias)",
+              "ForTokenClassification": r"classifier\.(dense|out_proj)"}
+EXPORTS = {"roberta": HFExport("Roberta", "roberta.", never_for=_NEVER_FOR),
+           "xlm-roberta": HFExport("XLMRoberta", "roberta.", never_for=_NEVER_FOR)}
+
 ARCHITECTURE = Architecture(
     name="roberta",
     model_types={"roberta": "roberta-custom", "xlm-roberta": "xlm-roberta-custom"},
-    config_class=RobertaConfig, config_from_hf=config_from_hf, table=TABLE, finish=finish)
+    config_class=RobertaConfig, config_from_hf=config_from_hf, table=TABLE, finish=finish,
+    config_to_hf=config_to_hf, exports=EXPORTS)
