@@ -68,7 +68,12 @@ def fetch(spec, download_dir: Path) -> Converted:
 
 
 def open_folder(path: Path, name: str | None) -> Converted | None:
-    """A Haiku ``.pkl`` file (read through the allow-listed unpickler), else None."""
+    """A Haiku ``.pkl`` file (read through the allow-listed unpickler), or the family's own
+    export folder (``zoo.models.m2l.export``), else None."""
+    from zoo.models.m2l import export
+
+    if export.is_export(path):
+        return export.open_export(path, name)
     if not (path.is_file() and path.suffix == ".pkl"):
         return None
     from zoo.models.m2l.convert import DEFAULT_MODEL, convert_pickle
@@ -76,6 +81,12 @@ def open_folder(path: Path, name: str | None) -> Converted | None:
     return convert_pickle(path, model=name or DEFAULT_MODEL)
 
 
+def _export(model, folder: Path) -> dict:
+    from zoo.models.m2l.export import write_folder
+
+    return write_folder(model, folder)
+
+
 FAMILY = register_family(Family(
     name="m2l", config_from_dict=config_from_dict, fetch=fetch, open_folder=open_folder,
-    formats="a pickled Haiku training state (.pkl)"))
+    formats="a pickled Haiku training state (.pkl)", export=_export))

@@ -1,0 +1,87 @@
+"""The M2L family's interchange folder (``zoo export --format hf`` of an M2L model).
+
+transformers has no M2L architecture, so the family writes its own: ``model.safetensors``
+(the zoo's parameter paths, float32), ``config.json`` (the zoo's manifest: model, config,
+heads) and the tokenizer files. ``zoo.load(folder)`` reads it back (``open_export``), with
+the safetensors header and every tensor's shape checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ConfigError
+from zoo.registry import Converted
+
+FORMAT = "zoo-m2l-safetensors/1"
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+
+
+def write_folder(model, folder: Path) -> dict:
+    """Write ``model`` (an M2L ``ZooModel``) into the empty ``folder``."""
+    from safetensors.numpy import save_file
+
+    from zoo.checkpoint import module_params
+    from zoo.text import tokenizer_files
+
+    info = model.info
+    params = module_params(model.encoder, "encoder/")
+    heads = {}
+    if model.head is not None:
+        params |= module_params(model.head, f"heads/{info.head}/")
+        heads[info.head] = {"kind": info.head_kind}
+        if info.num_classes is not None and info.labels:
+            heads[info.head] |= {"num_classes": info.num_classes, "labels": list(info.labels)}
+    tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in params.items()}
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": FORMAT})
+    manifest = {"format": FORMAT, "model": info.encoder, "config": info.config.to_dict(),
+                "heads": heads, "default_head": info.head, "max_len": info.max_len}
+    files = {CONFIG: json.dumps(manifest, indent=2) + "\n"}
+    if model.tokenizer is not None:
+        files |= tokenizer_files(model.tokenizer, info.input_len)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return {"format": FORMAT, "files": sorted([WEIGHTS, *files]),
+            "parameters": int(sum(a.size for a in tensors.values()))}
+
+
+def is_export(path: Path) -> bool:
+    try:
+        return path.is_dir() and json.loads((path / CONFIG).read_text(encoding="utf-8")
+                                            ).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def open_export(path: Path, name: str | None) -> Converted:
+    """A folder ``write_folder`` wrote, as ``Converted`` (shapes checked against the model)."""
+    from tokenizers import Tokenizer
+
+    from zoo.checkpoint import check_tree
+    from zoo.hf.files import read_safetensors, sha256
+    from zoo.models.m2l.family import config_from_dict
+    from zoo.model import expected_params
+
+    manifest = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    model = name or manifest.get("model")
+    if not isinstance(model, str):
+        raise ConfigError(f"{path / CONFIG}: 'model' must name the encoder")
+    config = config_from_dict(manifest.get("config"))
+    heads = manifest.get("heads") or {}
+    if not isinstance(heads, dict):
+        raise ConfigError(f"{path / CONFIG}: 'heads' must be an object")
+    if not (path / WEIGHTS).is_file():
+        raise ConfigError(f"{path}: no {WEIGHTS} beside {CONFIG}")
+    params = read_safetensors(path / WEIGHTS)
+    expected = expected_params(model, {h: meta.get("num_classes") for h, meta in heads.items()},
+                               config=config)
+    check_tree(expected, params, source=str(path / WEIGHTS))
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) \
+        if (path / "tokenizer.json").is_file() else None
+    return Converted(model=model, config=config, params=params, heads=heads,
+                     default_head=manifest.get("default_head"), tokenizer=tokenizer,
+                     source={"kind": "zoo-export", "path": str(path), "file": WEIGHTS,
+                             "sha256": sha256(path / WEIGHTS)})
