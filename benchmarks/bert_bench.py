@@ -380,8 +380,9 @@ class TorchSide(Side):
 SIDES = {"zoo": ZooSide, "torch": TorchSide}
 
 
-def serve(kind: str, weights: str) -> int:
+def serve(kind: str, weights: str, sides: dict | None = None) -> int:
     """The worker's loop: one JSON request a line on stdin, one JSON reply a line back."""
+    sides = SIDES if sides is None else sides
     channel, sys.stdout = sys.stdout, sys.stderr  # stray prints must not reach the pipe
 
     def reply(message: dict) -> None:
@@ -389,7 +390,7 @@ def serve(kind: str, weights: str) -> int:
         channel.flush()
 
     try:
-        side = SIDES[kind](weights)
+        side = sides[kind](weights)
     except Exception as err:  # reported to the parent, which names the worker
         reply({"ok": False, "error": f"{type(err).__name__}: {err}"})
         return 1
@@ -409,11 +410,11 @@ def serve(kind: str, weights: str) -> int:
 class Worker:
     """The parent's handle on one side's worker process."""
 
-    def __init__(self, kind: str, weights: Path):
+    def __init__(self, kind: str, weights: Path, module: str = "benchmarks.bert_bench"):
         self.kind = kind
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.bert_bench", "--worker", kind,
+            [sys.executable, "-m", module, "--worker", kind,
              "--weights", str(weights)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
         self._read()

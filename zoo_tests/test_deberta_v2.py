@@ -379,3 +379,19 @@ def test_golden_outputs_match_transformers(folder):
         encodings = tokenizer.encode_batch(sentences)
     for row, enc in enumerate(encodings):
         assert enc.ids == ids[row, :int(mask[row].sum())].tolist()
+
+
+@pytest.mark.parametrize("buckets,max_relative,span,max_len", [
+    (256, 512, 256, 512), (0, 64, 64, 64), (32, 128, 128, 300)])
+def test_relative_rows_by_distance_equal_the_per_length_indices(buckets, max_relative, span,
+                                                                max_len):
+    """The symbolic-length path (ONNX export) gathers the rows the per-length path reads."""
+    from zoo.models.deberta_v2.modeling import relative_indices, relative_rows
+
+    c2p_rows, p2c_rows = relative_rows(max_len, buckets, max_relative, span)
+    for length in (1, 2, 7, 64, min(max_len, 300)):
+        c2p, p2c, lo, _ = relative_indices(length, buckets, max_relative, span)
+        ids = np.arange(length)
+        distance = ids[:, None] - ids[None, :] + max_len - 1
+        np.testing.assert_array_equal(c2p_rows[distance], c2p + lo)
+        np.testing.assert_array_equal(p2c_rows[distance], p2c + lo)

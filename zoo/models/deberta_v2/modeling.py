@@ -249,6 +249,22 @@ def relative_indices(length: int, position_buckets: int, max_relative: int, span
     return c2p, p2c, lo, hi
 
 
+@functools.lru_cache(maxsize=8)
+def relative_rows(max_len: int, position_buckets: int, max_relative: int, span: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``relative_indices`` by distance, for a length only known when the graph runs (a
+    shape-polymorphic trace, e.g. the ONNX export): ``(c2p, p2c)`` of the query - key
+    distances ``-(max_len - 1) .. max_len - 1`` (index ``distance + max_len - 1``), rows of
+    the whole table, computed by the same NumPy code as ``relative_indices``."""
+    distance = np.arange(-(max_len - 1), max_len)
+    relative = distance
+    if position_buckets > 0 and max_relative > 0:
+        relative = log_bucket_position(distance, position_buckets, max_relative)
+    c2p = np.clip(relative + span, 0, 2 * span - 1)
+    p2c = np.clip(-relative[::-1] + span, 0, 2 * span - 1)  # key k reads rel(k, q) = -distance
+    return c2p.astype(np.int32), p2c.astype(np.int32)
+
+
 # ------------------------------------------------------------------------------ modules
 
 
@@ -402,8 +418,16 @@ class DebertaV2Encoder(nnx.Module):
         config = self.config
         if not (config.relative_attention and config.pos_att_type):
             return None
-        c2p, p2c, lo, hi = relative_indices(length, config.position_buckets,
-                                            config.max_relative, config.attention_span)
+        if isinstance(length, int):
+            c2p, p2c, lo, hi = relative_indices(length, config.position_buckets,
+                                                config.max_relative, config.attention_span)
+        else:  # a symbolic length: the indices are gathered by distance in the graph
+            by_distance = relative_rows(config.max_len, config.position_buckets,
+                                        config.max_relative, config.attention_span)
+            ids = jnp.arange(length)
+            distance = ids[:, None] - ids[None, :] + (config.max_len - 1)
+            c2p, p2c = (jnp.asarray(rows)[distance] for rows in by_distance)
+            lo, hi = 0, 2 * config.attention_span
         table = self.rel_embeddings.embedding[...][lo:hi]
         if self.rel_embeddings.dtype is not None:
             table = table.astype(self.rel_embeddings.dtype)
