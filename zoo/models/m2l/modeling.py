@@ -195,7 +195,9 @@ class M2LEncoder(nnx.Module):
         x = self.embed(input_ids) * math.sqrt(self.config.d_model)
         if self.config.positional == "sinusoidal":
             # A trace-time constant, not a parameter: never in a checkpoint or the optimizer.
-            x = x + sinusoidal_table(self.config.max_len, self.config.d_model)[:length]
+            table = sinusoidal_table(self.config.max_len, self.config.d_model)
+            # a symbolic length (shape-polymorphic traces: the ONNX export) slices in the graph
+            x = x + (table[:length] if isinstance(length, int) else jnp.asarray(table)[:length])
         return x
 
     def __call__(self, input_ids, attention_mask, *, rngs: nnx.Rngs | None = None):
