@@ -1,4 +1,5 @@
-"""HF checkpoint folders -> ``Converted``, for every architecture that registers a converter.
+"""HF checkpoint folders -> ``Converted``, for every architecture that registers a converter,
+and back (``write_folder``: a loaded model as a folder transformers reads).
 
 An architecture family (``zoo/models/<family>/``) brings an ``Architecture``: the HF
 ``model_type`` values it reads, its config class and ``config.json`` parser, and its name
@@ -15,10 +16,12 @@ import functools
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from zoo.errors import ConfigError
 from zoo.hf.files import (SMALL_FILES, WEIGHT_FILES, check_complete, is_hf_folder, read_json,
                           read_weights, sha256, weights_file)
-from zoo.hf.export import HFExport, write_folder
+from zoo.hf.export import HFExport, dumps, hf_tensors, sentence_transformers_files
 from zoo.hf.names import NameTable
 from zoo.hf.tokenizer import read_tokenizer
 from zoo.registry import Converted, Family, WeightsNotFoundError, register_family
@@ -291,6 +294,85 @@ def _shape(config) -> dict:
 def _shape_difference(want, got) -> str:
     a, b = _shape(want), _shape(got)
     return ", ".join(f"{k} {b.get(k)} instead of {a[k]}" for k in a if a[k] != b.get(k))
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def write_folder(arch: Architecture, model, folder: Path) -> dict:
+    """Write ``model`` (a ``ZooModel`` of ``arch``'s family) into the empty ``folder`` as a
+    transformers checkpoint, then read it back through the forward conversion and check
+    that it gives the same config and parameters. Returns what was written."""
+    from safetensors.numpy import save_file
+
+    from zoo.checkpoint import module_params
+    from zoo.embeddings import defaults as embedding_defaults
+    from zoo.text import special_ids, tokenizer_files
+
+    config, info = model.config, model.info
+    if arch.config_to_hf is None or config.model_type not in arch.exports:
+        raise ConfigError(f"{info.encoder}: the {arch.name} family has no transformers export "
+                          f"for model_type {config.model_type!r}")
+    suffix = NO_TASK.suffix if model.task is None else model.task.hf_class
+    if suffix is None:
+        raise ConfigError(f"a {info.head_kind} head ({info.head}) has no transformers "
+                          f"counterpart the zoo writes; export the encoder alone with "
+                          f"--head none")
+    if model.tokenizer is None:
+        raise ConfigError(f"{info.encoder}: the model has no tokenizer; a transformers folder "
+                          "needs one (load the model from a folder or run that has it)")
+    spec = arch.exports[config.model_type]
+    head = info.head if suffix != NO_TASK.suffix else None  # an embedder has no parameters
+    params = module_params(model.encoder, "encoder/")
+    if head is not None:
+        params |= module_params(model.head, f"heads/{head}/")
+    params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+
+    hf = dict(arch.config_to_hf(config))
+    hf |= {"model_type": config.model_type, "architectures": [spec.class_prefix + suffix],
+           "dtype": "float32", "torch_dtype": "float32"}
+    if suffix != NO_TASK.suffix:
+        labels = list(info.labels or ["LABEL_0"])
+        hf |= {"id2label": {str(i): str(l) for i, l in enumerate(labels)},
+               "label2id": {str(l): i for i, l in enumerate(labels)},
+               "num_labels": len(labels)}
+        if model.task.hf_problem_type is not None:
+            hf["problem_type"] = model.task.hf_problem_type
+    # The special tokens' ids, as transformers' configs name them (a config's own, such as
+    # RoBERTa's pad_token_id, wins).
+    ids = special_ids(model.tokenizer)
+    for key, role in (("pad_token_id", "pad"), ("bos_token_id", "cls"), ("eos_token_id", "sep"),
+                      ("cls_token_id", "cls"), ("sep_token_id", "sep")):
+        hf.setdefault(key, ids[role])
+    back = arch.config_from_hf(hf, "the exported config.json")
+    if _shape(back) != _shape(config):  # a zoo option transformers cannot express
+        raise ConfigError(f"{info.encoder}: its config has no transformers equivalent "
+                          f"({_shape_difference(config, back)})")
+
+    tensors = hf_tensors(arch.table, params, head or "", spec, suffix)
+    save_file(tensors, str(folder / WEIGHT_FILES[0]), metadata={"format": "pt"})
+    files = {"config.json": dumps(hf), **tokenizer_files(model.tokenizer, info.input_len)}
+    if suffix == NO_TASK.suffix:
+        style = embedding_defaults(model)
+        files |= sentence_transformers_files(config.hidden_size, style["pooling"],
+                                             style["normalize"], style["max_len"])
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+
+    # Read it back as any user's folder would be read: the same config and every parameter.
+    converted = convert_folder(folder, info.encoder, classifier_head=head)
+    renamed = {k: v for k, v in converted.params.items()
+               if k.startswith(("encoder/", f"heads/{head}/"))}
+    differ = sorted(k for k in params if k not in renamed
+                    or not np.array_equal(renamed[k], params[k]))
+    extra = sorted(set(renamed) - set(params))
+    if differ or extra or _shape(converted.config) != _shape(config):
+        raise ConfigError(f"the exported folder does not read back as the model "
+                          f"(different: {', '.join(differ[:5]) or '-'}; "
+                          f"extra: {', '.join(extra[:5]) or '-'})")
+    return {"format": "hf", "architectures": hf["architectures"], "files": sorted(
+        [WEIGHT_FILES[0], *files]), "parameters": int(sum(a.size for a in tensors.values()))}
 
 
 # ------------------------------------------------------------------------------ the hub

@@ -1,18 +1,12 @@
-"""A zoo model -> a HuggingFace folder transformers loads (``AutoModel``,
-``AutoModelForSequenceClassification``, ``AutoModelForTokenClassification``).
+"""What writing a zoo model as a HuggingFace folder needs besides the conversion itself
+(``zoo.hf.architecture.write_folder``, the inverse of ``convert_folder``).
 
-The inverse of the conversion, from the same data: the family's name table read backwards
-(``zoo.hf.names.hf_names``), its ``config_to_hf`` (the inverse of ``config_from_hf``) and,
-per ``model_type``, an ``HFExport`` naming transformers' classes and which of the table's
-alternative names that model type writes. Nothing is trusted: before a folder is handed
-over, it is read back through the forward conversion and must give the model's own config
-and every parameter bit for bit.
-
-What a head becomes: ``classification`` -> ``<Type>ForSequenceClassification`` (``id2label``
-from the run's labels); ``regression`` -> the same class with one label and ``problem_type``
-``regression``; ``token-classification`` -> ``<Type>ForTokenClassification``; no head or a
-``sentence-embedding`` head -> ``<Type>Model`` plus sentence-transformers' ``modules.json``
-and pooling files, so that ``SentenceTransformer(DIR)`` pools as the zoo does.
+- ``HFExport``: per ``model_type``, transformers' class prefix, the encoder's prefix inside
+  task models, and which of the name table's alternative names that type writes;
+- ``config_keys``: a family's ``{field: (HF keys...)}`` table read backwards;
+- ``hf_tensors``: the zoo's flat params under transformers' names (``hf_names``);
+- ``sentence_transformers_files``: ``modules.json`` and the pooling files, so that
+  ``SentenceTransformer(DIR)`` pools as the zoo does.
 """
 
 from __future__ import annotations
@@ -20,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -40,23 +33,6 @@ class HFExport:
     never: str = ""            # HF names (regex, after the prefix) this type never has
     never_for: Mapping[str, str] = dataclasses.field(default_factory=dict)  # per class suffix
     in_base: str = ""          # head names that live inside the base model (BERT's pooler)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Task:
-    suffix: str             # transformers class suffix
-    problem_type: str | None = None
-    sentence_transformers: bool = False
-
-
-# head kind (zoo.tasks) -> what transformers calls it; None: the bare encoder
-TASKS = {
-    None: _Task("Model", sentence_transformers=True),
-    "sentence-embedding": _Task("Model", sentence_transformers=True),
-    "classification": _Task("ForSequenceClassification", "single_label_classification"),
-    "regression": _Task("ForSequenceClassification", "regression"),
-    "token-classification": _Task("ForTokenClassification"),
-}
 
 
 def config_keys(config: Any, keys: Mapping[str, tuple[str, ...]]) -> dict:
@@ -117,89 +93,11 @@ def sentence_transformers_files(hidden_size: int, pooling: str, normalize: bool,
                       "pooling_mode_mean_tokens": pooling == "mean",
                       "pooling_mode_max_tokens": pooling == "max",
                       "pooling_mode_mean_sqrt_len_tokens": False}
-    return {"modules.json": _dumps(modules),
-            "sentence_bert_config.json": _dumps({"max_seq_length": int(max_len),
+    return {"modules.json": dumps(modules),
+            "sentence_bert_config.json": dumps({"max_seq_length": int(max_len),
                                                  "do_lower_case": False}),
-            "1_Pooling/config.json": _dumps(pooling_config)}
+            "1_Pooling/config.json": dumps(pooling_config)}
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True) + "\n"
-
-
-def write_folder(arch, model, folder: Path) -> dict:
-    """Write ``model`` (a ``ZooModel`` of ``arch``'s family) into the empty ``folder`` as a
-    transformers checkpoint, then read it back through the forward conversion and check
-    that it gives the same config and parameters. Returns what was written."""
-    from safetensors.numpy import save_file
-
-    from zoo.checkpoint import module_params
-    from zoo.embeddings import defaults as embedding_defaults
-    from zoo.hf.architecture import _shape, _shape_difference, convert_folder
-    from zoo.text import tokenizer_files
-
-    config, info = model.config, model.info
-    if arch.config_to_hf is None or config.model_type not in arch.exports:
-        raise ConfigError(f"{info.encoder}: the {arch.name} family has no transformers export "
-                          f"for model_type {config.model_type!r}")
-    task = TASKS.get(info.head_kind)
-    if task is None:
-        raise ConfigError(f"a {info.head_kind} head ({info.head}) has no transformers "
-                          f"counterpart the zoo writes; export the encoder alone with "
-                          f"--head none")
-    spec = arch.exports[config.model_type]
-    head = info.head if info.head_kind not in (None, "sentence-embedding") else None
-    params = module_params(model.encoder, "encoder/")
-    if head is not None:
-        params |= module_params(model.head, f"heads/{head}/")
-    params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
-
-    hf = dict(arch.config_to_hf(config))
-    hf |= {"model_type": config.model_type, "architectures": [spec.class_prefix + task.suffix],
-           "dtype": "float32", "torch_dtype": "float32"}
-    if task.suffix != "Model":
-        labels = list(info.labels or ["LABEL_0"])
-        hf |= {"id2label": {str(i): str(l) for i, l in enumerate(labels)},
-               "label2id": {str(l): i for i, l in enumerate(labels)},
-               "num_labels": len(labels)}
-        if task.problem_type is not None:
-            hf["problem_type"] = task.problem_type
-    # The special tokens' ids, as transformers' configs name them (a config's own, such as
-    # RoBERTa's pad_token_id, wins).
-    if model.tokenizer is not None:
-        from zoo.text import special_ids
-
-        ids = special_ids(model.tokenizer)
-        for key, role in (("pad_token_id", "pad"), ("bos_token_id", "cls"),
-                          ("eos_token_id", "sep"), ("cls_token_id", "cls"),
-                          ("sep_token_id", "sep")):
-            hf.setdefault(key, ids[role])
-    back = arch.config_from_hf(hf, "the exported config.json")
-    if _shape(back) != _shape(config):  # a zoo option transformers cannot express
-        raise ConfigError(f"{info.encoder}: its config has no transformers equivalent "
-                          f"({_shape_difference(config, back)})")
-
-    tensors = hf_tensors(arch.table, params, head or "", spec, task.suffix)
-    save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
-    files = {"config.json": _dumps(hf), **tokenizer_files(model.tokenizer, info.input_len)}
-    if task.sentence_transformers:
-        style = embedding_defaults(model)
-        files |= sentence_transformers_files(config.hidden_size, style["pooling"],
-                                             style["normalize"], style["max_len"])
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-
-    # Read it back as any user's folder would be read: the same config and every parameter.
-    converted = convert_folder(folder, info.encoder, classifier_head=head)
-    renamed = {k: v for k, v in converted.params.items()
-               if k.startswith(("encoder/", f"heads/{head}/"))}
-    differ = sorted(k for k in params if k not in renamed
-                    or not np.array_equal(renamed[k], params[k]))
-    extra = sorted(set(renamed) - set(params))
-    if differ or extra or _shape(converted.config) != _shape(config):
-        raise ConfigError(f"the exported folder does not read back as the model "
-                          f"(different: {', '.join(differ[:5]) or '-'}; "
-                          f"extra: {', '.join(extra[:5]) or '-'})")
-    return {"format": "hf", "architectures": hf["architectures"], "files": sorted(
-        [WEIGHTS, *files]), "parameters": int(sum(a.size for a in tensors.values()))}

@@ -46,6 +46,11 @@ class Task:
     # Outputs the evaluator keeps per real example for ``finalize`` (host-side, whole split).
     collect: tuple[str, ...] = ()
     eval_task: "Task | None" = None
+    # Export (zoo.export): what an ONNX graph calls the head's output, and the transformers
+    # task-model class suffix it is written as ("Model": the bare encoder; None: not written).
+    output_name: str = "logits"
+    hf_class: str | None = None
+    hf_problem_type: str | None = None
 
     def __init__(self, name: str | None = None, metrics: type | None = None,
                  best_metric: str | None = None, higher_is_better: bool | None = None,

@@ -124,6 +124,8 @@ def cross_entropy_update(logits, labels, weights, metrics_type=None):
 
 class Classification(Task):
     name = "classification"
+    hf_class = "ForSequenceClassification"
+    hf_problem_type = "single_label_classification"
     head = "classifier"
     metrics = ClassificationMetrics
     best_metric = "accuracy"

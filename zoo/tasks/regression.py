@@ -87,6 +87,8 @@ class Score:
 
 class Regression(Task):
     name = "regression"
+    hf_class = "ForSequenceClassification"
+    hf_problem_type = "regression"
     head = "regressor"
     metrics = RegressionMetrics
     best_metric = "spearman"

@@ -105,6 +105,8 @@ def _scored(batch) -> bool:
 
 class SentenceEmbedding(Task):
     name = "sentence-embedding"
+    output_name = "sentence_embedding"  # pooled and normalised in the graph
+    hf_class = "Model"  # + sentence-transformers' pooling files
     head = "embedder"
     metrics = EmbeddingMetrics
     best_metric = "spearman"

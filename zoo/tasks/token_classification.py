@@ -64,6 +64,7 @@ def words_of(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 class TokenClassification(Task):
     name = "token-classification"
+    hf_class = "ForTokenClassification"
     head = "token-classifier"
     metrics = TokenMetrics
     best_metric = "f1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,13 +57,14 @@ def is_export(path: Path) -> bool:
         return False
 
 
-def open_export(path: Path, name: str | None) -> Converted:
-    """A folder ``write_folder`` wrote, as ``Converted`` (shapes checked against the model)."""
+def open_export(path: Path, name: str | None, config_from_dict: Callable[[Any], Any]
+                ) -> Converted:
+    """A folder ``write_folder`` wrote, as ``Converted`` (shapes checked against the model;
+    ``config_from_dict``: the family's config parser)."""
     from tokenizers import Tokenizer
 
     from zoo.checkpoint import check_tree
     from zoo.hf.files import read_safetensors, sha256
-    from zoo.models.m2l.family import config_from_dict
     from zoo.model import expected_params
 
     manifest = json.loads((path / CONFIG).read_text(encoding="utf-8"))

@@ -73,7 +73,7 @@ def open_folder(path: Path, name: str | None) -> Converted | None:
     from zoo.models.m2l import export
 
     if export.is_export(path):
-        return export.open_export(path, name)
+        return export.open_export(path, name, config_from_dict)
     if not (path.is_file() and path.suffix == ".pkl"):
         return None
     from zoo.models.m2l.convert import DEFAULT_MODEL, convert_pickle
