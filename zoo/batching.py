@@ -22,6 +22,16 @@ import numpy as np
 from zoo.errors import InvalidArgumentError
 
 DEFAULT_BUCKETS = (16, 32, 64, 128)
+# Inference (predict, encode) sorts texts by length, so each batch pads only to its longest
+# text rounded up to this: 4 gave 8-10 % more sentences/s than 8 on all-MiniLM-L6-v2 over
+# SST-2 dev (2-core CPU; exact lengths gave 2-3 % more, at up to 4x the compiled shapes).
+INFERENCE_PAD_MULTIPLE = 4
+
+
+def inference_buckets(max_len: int) -> tuple[int, ...]:
+    """The padded lengths inference uses up to ``max_len``."""
+    step = INFERENCE_PAD_MULTIPLE
+    return buckets_for(max_len, tuple(range(step, max_len + 1, step)))
 FILLER_INDEX = -1
 
 

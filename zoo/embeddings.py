@@ -1,7 +1,7 @@
 """Sentence embeddings as sentence-transformers gives them: the encoder's hidden states pooled
 over real tokens (mean, [CLS] or max), optionally L2-normalised, and cosine search.
 
-``encode`` sorts texts by length (each batch pads only to its longest text rounded up to 8),
+``encode`` sorts texts by length (each batch pads only to its longest text rounded up to 4),
 runs one jitted program per shape, and returns the vectors in the input order. A preset can
 name its defaults (``EncoderSpec.embedding``: all-MiniLM-L6-v2 pools by mean, normalises,
 and reads at most 256 tokens, as its sentence-transformers configuration says).
@@ -98,7 +98,7 @@ def encode(model, texts: str | Sequence[str], *, pooling: str | None = None,
     """Embeddings (N, hidden_size) float32 of ``texts``, in their order."""
     from tqdm.auto import tqdm
 
-    from zoo.batching import buckets_for
+    from zoo.batching import inference_buckets
     from zoo.inference import _bucket_rows, check_items, pad_encoded, uses_token_types
     from zoo.text import encode_texts, special_ids
 
@@ -124,7 +124,7 @@ def encode(model, texts: str | Sequence[str], *, pooling: str | None = None,
     if not items:
         return np.zeros((0, model.config.hidden_size), np.float32)
     encoded = encode_texts(model.tokenizer, items, None, length)
-    buckets = buckets_for(length, tuple(range(8, length + 1, 8)))
+    buckets = inference_buckets(length)
     pad = special_ids(model.tokenizer)["pad"]
     embed, state = _pooled_forward(model, pooling, normalize)
     types = uses_token_types(model.config)

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from zoo.batching import buckets_for, pad_to_bucket
+from zoo.batching import inference_buckets, pad_to_bucket
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.nn import in_training_mode
 from zoo.tasks import Prediction  # noqa: F401  (re-exported: zoo.Prediction)
@@ -99,8 +99,8 @@ def predict(model, texts, batch_size: int = 64) -> list:
         return []
     max_len = model.info.input_len
     # Finer than training's buckets: items are sorted by length, so each chunk pads only to
-    # its own longest item rounded up to 8 (a few more compiled shapes, far less padding).
-    buckets = buckets_for(max_len, tuple(range(8, max_len + 1, 8)))
+    # its own longest item rounded up a little (a few more compiled shapes, far less padding).
+    buckets = inference_buckets(max_len)
     pad = special_ids(model.tokenizer)["pad"]
     outputs_fn, state = _forward(model)
     # The jitted forward checks no ids; a tokenizer's ids lie below its vocabulary size.
