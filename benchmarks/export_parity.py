@@ -31,25 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.hf_parity import FAMILIES, HEADS, log, sst2_dev
+from benchmarks.hf_parity import FAMILIES, HEADS, batches, log, sst2_dev
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
-
-
-def batches(model, texts, batch_size=16):
-    """(ids, mask, types) int64 batches padded to their longest row, as the zoo encodes."""
-    from zoo.inference import pad_encoded
-    from zoo.text import encode_texts, special_ids
-
-    for start in range(0, len(texts), batch_size):
-        encoded = encode_texts(model.tokenizer, texts[start:start + batch_size], None,
-                               model.info.input_len)
-        longest = max(len(e.ids) for e in encoded)
-        ids, mask, types = pad_encoded(encoded, [longest], special_ids(model.tokenizer)["pad"],
-                                       len(encoded), True)
-        yield (np.asarray(ids, np.int64), np.asarray(mask, np.int64),
-               np.asarray(types, np.int64))
 
 
 def zoo_outputs(model, ids, mask, types):

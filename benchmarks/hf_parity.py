@@ -83,13 +83,27 @@ def token_ids(zoo_model, hf_tokenizer, texts, pairs=None) -> tuple[int, int, str
     return same, len(ours), first
 
 
+def batches(model, texts, batch_size=16):
+    """(ids, mask, types) int64 batches padded to their longest row, as the zoo encodes."""
+    from zoo.inference import pad_encoded
+    from zoo.text import encode_texts, special_ids
+
+    for start in range(0, len(texts), batch_size):
+        encoded = encode_texts(model.tokenizer, texts[start:start + batch_size], None,
+                               model.info.input_len)
+        longest = max(len(e.ids) for e in encoded)
+        ids, mask, types = pad_encoded(encoded, [longest], special_ids(model.tokenizer)["pad"],
+                                       len(encoded), True)
+        yield (np.asarray(ids, np.int64), np.asarray(mask, np.int64),
+               np.asarray(types, np.int64))
+
+
 def compare(folder: Path, texts: list[str], batch_size: int = 16) -> dict:
     import torch
     import transformers
 
     import zoo
-    from zoo.inference import pad_encoded, uses_token_types
-    from zoo.text import encode_texts, special_ids
+    from zoo.inference import uses_token_types
 
     auto, task = auto_class(folder)
     theirs = getattr(transformers, auto).from_pretrained(str(folder)).eval()
@@ -102,12 +116,7 @@ def compare(folder: Path, texts: list[str], batch_size: int = 16) -> dict:
     same_pairs, total_pairs, first_pair = token_ids(ours, hf_tokenizer, a, b)
     types = uses_token_types(ours.config)
     diff, scale = 0.0, 0.0
-    for start in range(0, len(texts), batch_size):
-        encoded = encode_texts(ours.tokenizer, texts[start:start + batch_size], None,
-                               ours.info.input_len)
-        longest = max(len(e.ids) for e in encoded)
-        ids, mask, type_ids = pad_encoded(encoded, [longest], special_ids(ours.tokenizer)["pad"],
-                                          len(encoded), True)
+    for ids, mask, type_ids in batches(ours, texts, batch_size):
         kwargs = {"token_type_ids": torch.tensor(type_ids, dtype=torch.long)} if types else {}
         with torch.no_grad():
             out = theirs(input_ids=torch.tensor(ids, dtype=torch.long),
