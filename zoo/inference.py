@@ -141,8 +141,13 @@ def pad_encoded(encoded: Sequence, buckets, pad: int, num_rows: int, token_types
 
 
 def _bucket_rows(n: int, batch_size: int) -> int:
-    """Round the row count up to a power of two (<= batch_size): few compiled shapes."""
+    """Rows a chunk of ``n`` items is padded to (few compiled shapes, little filler): a power
+    of two up to 8, then a multiple of 8, never above ``max(batch_size, n)``. (The last,
+    partial chunk of a length-sorted pass holds the longest texts: 40 of 64 rows padded to
+    64 made it the most wasteful batch of the pass.)"""
     rows = 1
-    while rows < n:
+    while rows < min(n, 8):
         rows *= 2
+    if n > 8:
+        rows = -(-n // 8) * 8
     return min(rows, max(batch_size, n))
