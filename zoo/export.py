@@ -16,6 +16,7 @@ an output that holds anything but an earlier zoo export is refused before any wo
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def export(source: Any, out: str | Path, *, format: str = "hf", head: str | None
 
     ``head``: which of the source's heads (default: the one it loads with); ``"none"``
     exports the encoder alone (``last_hidden_state``)."""
-    from zoo.hub import load
+    from zoo.hub import HeadInitializedWarning, load
     from zoo.model import ZooModel
 
     if format not in FORMATS:
@@ -61,7 +62,14 @@ def export(source: Any, out: str | Path, *, format: str = "hf", head: str | None
                                        f"with zoo.load(..., head={head!r})) or {NO_HEAD!r}")
     else:
         where = str(source)
-        model = load(where, head=None if head in (None, NO_HEAD) else head)
+        with warnings.catch_warnings():  # a head the source lacks would start random
+            warnings.simplefilter("error", HeadInitializedWarning)
+            try:
+                model = load(where, head=None if head in (None, NO_HEAD) else head)
+            except HeadInitializedWarning as warning:
+                raise InvalidArgumentError(
+                    f"--head {head}: {where} holds no trained {head!r} head ({warning}); "
+                    f"export a head it has, or {NO_HEAD!r} for the encoder alone") from None
     if head == NO_HEAD:
         model = encoder_only(model)
     model.eval()

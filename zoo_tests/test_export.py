@@ -177,6 +177,10 @@ def test_export_command_and_its_refusals(tmp_path, capsys):
                      str(tmp_path / "mlm")]) == 2
     assert "--head none" in capsys.readouterr().err
     assert not (tmp_path / "mlm").exists()
+    assert cli_main(["export", str(GOLDEN / "roberta-base"), "--head", "classifier",
+                     "--out", str(tmp_path / "random-head")]) == 2  # it would start random
+    assert "no trained 'classifier' head" in capsys.readouterr().err
+    assert not (tmp_path / "random-head").exists()
     with pytest.raises(SystemExit) as exit_status:  # argparse's own refusal
         cli_main(["export", folder, "--format", "tflite", "--out", str(tmp_path / "x")])
     assert exit_status.value.code == 2 and "tflite" in capsys.readouterr().err
