@@ -66,10 +66,11 @@ def export(source: Any, out: str | Path, *, format: str = "hf", head: str | None
             warnings.simplefilter("error", HeadInitializedWarning)
             try:
                 model = load(where, head=None if head in (None, NO_HEAD) else head)
-            except HeadInitializedWarning as warning:
+            except HeadInitializedWarning:
                 raise InvalidArgumentError(
-                    f"--head {head}: {where} holds no trained {head!r} head ({warning}); "
-                    f"export a head it has, or {NO_HEAD!r} for the encoder alone") from None
+                    f"--head {head}: {where} holds no trained {head!r} head (it would be "
+                    f"exported untrained); export a head it has, or {NO_HEAD!r} for the "
+                    "encoder alone") from None
     if head == NO_HEAD:
         model = encoder_only(model)
     model.eval()
