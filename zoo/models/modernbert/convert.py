@@ -217,10 +217,8 @@ def config_to_hf(config: ModernBertConfig) -> dict:
                                        "rope_theta": config.local_rope_theta}},
            "global_rope_theta": config.global_rope_theta,
            "local_rope_theta": config.local_rope_theta}
-    every = next((n for n in range(1, config.num_layers + 1)
-                  if list(layer_pattern(config.num_layers, n)) == layer_types), None)
-    if every is not None:
-        hf["global_attn_every_n_layers"] = every
+    if config.global_attn_every_n_layers is not None:
+        hf["global_attn_every_n_layers"] = config.global_attn_every_n_layers
     return hf
 
 
