@@ -201,3 +201,20 @@ def test_a_failed_export_leaves_the_previous_one(tmp_path, monkeypatch):
         export(str(GOLDEN / "roberta-classifier"), out, overwrite=True)
     assert (out / "model.safetensors").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["config"].update(vocab_size="x"), "vocab_size must be a positive integer"),
+    (lambda d: d.update(model="no-such-encoder"), "unknown model 'no-such-encoder'"),
+    (lambda d: d.update(heads=["sst2"]), "'heads' must be an object"),
+])
+def test_a_damaged_m2l_export_fails_in_one_line_naming_its_config(tmp_path, edit, message):
+    from zoo.errors import ConfigError
+
+    export(zoo.load("encoder-m2l-tiny", head="sst2", pretrained=False), tmp_path / "m2l")
+    manifest = json.loads((tmp_path / "m2l" / "config.json").read_text())
+    edit(manifest)
+    (tmp_path / "m2l" / "config.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=message) as error:
+        zoo.load(str(tmp_path / "m2l"))
+    assert str(error.value).startswith(str(tmp_path / "m2l" / "config.json"))

@@ -65,13 +65,19 @@ def open_export(path: Path, name: str | None, config_from_dict: Callable[[Any], 
 
     from zoo.checkpoint import check_tree
     from zoo.hf.files import read_safetensors, sha256
+    from zoo.errors import UnknownNameError
     from zoo.model import expected_params
+    from zoo.registry import get_encoder
 
     manifest = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     model = name or manifest.get("model")
     if not isinstance(model, str):
         raise ConfigError(f"{path / CONFIG}: 'model' must name the encoder")
-    config = config_from_dict(manifest.get("config"))
+    try:
+        get_encoder(model)
+        config = config_from_dict(manifest.get("config"))
+    except (UnknownNameError, ValueError) as err:
+        raise ConfigError(f"{path / CONFIG}: {err}") from None
     heads = manifest.get("heads") or {}
     if not isinstance(heads, dict):
         raise ConfigError(f"{path / CONFIG}: 'heads' must be an object")
