@@ -36,6 +36,10 @@ def check_output(target: Path, *, overwrite: bool, owned: Callable[[Path], bool]
     """Refuse, with one line, an output path that must not be replaced (before any work)."""
     target = Path(target)
     if not target.exists() and not target.is_symlink():
+        blocker = next((p for p in target.absolute().parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise OutputExistsError(f"{target}: {blocker} is a file, not a folder; choose "
+                                    "another output path")
         return
     if target.is_symlink() or not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder; choose another output path")

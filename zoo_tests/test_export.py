@@ -173,6 +173,8 @@ def test_export_command_and_its_refusals(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert cli_main(["export", folder, "--out", str(tmp_path / "file")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    assert cli_main(["export", folder, "--out", str(tmp_path / "file" / "below")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert cli_main(["export", str(GOLDEN / "roberta-mlm"), "--out",
                      str(tmp_path / "mlm")]) == 2
     assert "--head none" in capsys.readouterr().err
