@@ -332,7 +332,7 @@ def write_folder(arch: Architecture, model, folder: Path) -> dict:
     hf |= {"model_type": config.model_type, "architectures": [spec.class_prefix + suffix],
            "dtype": "float32", "torch_dtype": "float32"}
     if suffix != NO_TASK.suffix:
-        labels = list(info.labels or ["LABEL_0"])
+        labels = list(info.labels or [f"LABEL_{i}" for i in range(info.num_classes or 1)])
         hf |= {"id2label": {str(i): str(l) for i, l in enumerate(labels)},
                "label2id": {str(l): i for i, l in enumerate(labels)},
                "num_labels": len(labels)}
