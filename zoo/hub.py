@@ -20,6 +20,7 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from flax import nnx
@@ -151,6 +152,7 @@ def load(
             return build_model(name, head, num_classes=num_classes, seed=seed)
         found = resolve_weights(name, weights)
         explicit_head = head
+    verified: Callable[[], None] = lambda: None
     if isinstance(found, Converted):
         model_name, config, manifest = found.model, found.config, found.manifest()
         tokenizer = found.tokenizer
@@ -158,7 +160,7 @@ def load(
             model_name = _same_family_name(name, model_name)
     else:
         manifest = checkpoint.read_manifest(found)
-        checkpoint.verify_model_dir(found, manifest)
+        verified = checkpoint.verify_model_dir_in_background(found, manifest)
         model_name = manifest["model"]
         if not looks_like_path and model_name != name:
             # Loading as another preset: that preset's architecture, checked strictly.
@@ -172,7 +174,8 @@ def load(
         tokenizer = _load_tokenizer(found, manifest)
     if explicit_head is None and looks_like_path:
         head = manifest.get("default_head")
-    return _restore(found, manifest, model_name, config, head, num_classes, seed, tokenizer)
+    return _restore(found, manifest, model_name, config, head, num_classes, seed, tokenizer,
+                    verified)
 
 
 def _same_family_name(requested: str, found: str) -> str:
@@ -200,7 +203,11 @@ def _load_tokenizer(directory: Path, manifest: dict):
 
 
 def _restore(found: Path | Converted, manifest: dict, name: str, config, head: str | None,
-             num_classes: int | None, seed: int, tokenizer) -> ZooModel:
+             num_classes: int | None, seed: int, tokenizer,
+             verified: Callable[[], None] = lambda: None) -> ZooModel:
+    """``verified`` waits for the model directory's checksums (checked on a thread while
+    the model is built and read) and raises if a file is altered; nothing read is used, and
+    no read error reported, before it has passed."""
     stored_heads: dict = manifest.get("heads", {})
     restore_head = False
     if head is not None:
@@ -241,11 +248,18 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
         offered = {k: v for k, v in found.params.items() if k.startswith(prefixes)}
         checkpoint.check_tree(expected, offered, source=_where(found))
         restored = {k: np.asarray(v) for k, v in offered.items()}
+        fresh = False
     else:
-        restored = checkpoint.load_params(found, expected, prefixes=prefixes)
-    checkpoint.assign_params(encoder, restored, "encoder/")
+        try:  # while the checksums are still being checked on their thread
+            restored = checkpoint.load_params(found, expected, prefixes=prefixes)
+        except Exception:
+            verified()  # an altered file is the better explanation of a failed read
+            raise
+        verified()
+        fresh = True  # arrays only this load holds: they back the parameters uncopied
+    checkpoint.assign_params(encoder, restored, "encoder/", copy=not fresh)
     if restore_head:
-        checkpoint.assign_params(head_module, restored, f"heads/{head}/")
+        checkpoint.assign_params(head_module, restored, f"heads/{head}/", copy=not fresh)
     if tokenizer is not None and tokenizer.get_vocab_size() > config.vocab_size:
         raise ConfigError(f"{_where(found)}: the tokenizer has {tokenizer.get_vocab_size()} "
                          f"tokens but the model embeds only {config.vocab_size}")

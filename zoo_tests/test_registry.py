@@ -53,6 +53,21 @@ def test_size_config(config):
 test_size_config.__test__ = False  # a helper, not a test
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_shape_only_build_is_the_same_model(encoder):
+    """``zoo.model.abstract_encoder``'s fast shape-only keys build the very graph and
+    parameter shapes an ordinary ``nnx.Rngs`` does (no stream is kept in the module)."""
+    from zoo.model import abstract_encoder
+
+    spec = zoo.get_encoder(encoder)
+    plain = nnx.eval_shape(lambda: spec.build(nnx.Rngs(params=0)))
+    fast = abstract_encoder(encoder)
+    graph, state = nnx.split(fast)
+    assert graph == nnx.split(plain)[0]
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == jax.tree.map(
+        lambda x: (x.shape, x.dtype), nnx.state(plain))
+
+
 @functools.cache
 def _model(encoder: str) -> zoo.ZooModel:
     """Each preset is initialised once per session; presets above ``LARGE`` parameters
