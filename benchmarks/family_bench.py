@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -134,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         "32 x 64 tokens, dropout on, AdamW, 5 pairs after 2 warm-up steps. predict: the 872 "
         "SST-2 dev sentences at batch 64, 3 rounds (torch in dataset order, and sorted by "
         "length as the zoo does). Load: `zoo.load` of the converted model directory, first "
-        "call in a fresh process after imports, median of 3.", "",
+        "call in a fresh process after imports, median of 3. XLA flags: "
+        + (f"`{os.environ['XLA_FLAGS']}`" if os.environ.get("XLA_FLAGS") else "jax's defaults")
+        + f"; load average {info['loadavg_start'][0]:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end.", "",
         "| family | train step zoo / torch (s) | train speed-up | predict zoo / torch sorted "
         "(sent./s) | predict speed-up vs sorted | vs dataset order | latency p50 zoo / torch "
         "(ms) | load (s) |",
