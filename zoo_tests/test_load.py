@@ -37,6 +37,33 @@ def test_round_trip_restores_every_parameter(tmp_path):
         np.size(v) for v in checkpoint.module_params(model).values())
 
 
+def test_compressed_directories_of_earlier_versions_still_load(tmp_path, monkeypatch):
+    """Model directories are now written uncompressed; those written before (zstd, orbax's
+    default) load to the same parameters, and the loaded parameters are independent of
+    each other's loads (restored arrays back them uncopied)."""
+    def compressed(directory, tree):
+        with checkpoint._local_checkpointer() as checkpointer:
+            checkpointer.save(directory, tree)
+            checkpointer.wait_until_finished()
+
+    model = zoo.build_model(TINY, "mlm", seed=7)
+    _export(model, tmp_path / "plain")
+    monkeypatch.setattr(checkpoint, "_save_params", compressed)
+    _export(model, tmp_path / "zstd")
+    sizes = {name: sum(f.stat().st_size for f in (tmp_path / name / "params").rglob("*")
+                       if f.is_file()) for name in ("plain", "zstd")}
+    assert sizes["zstd"] < sizes["plain"]  # the two formats really differ
+    first, second = (zoo.load(tmp_path / name) for name in ("plain", "zstd"))
+    for loaded in (first, second):
+        np.testing.assert_array_equal(loaded(IDS, MASK), model(IDS, MASK))
+    want = checkpoint.module_params(model)
+    got = checkpoint.module_params(first)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    table = first.encoder.token_embeddings()
+    table.set_value(table.get_value() * 0)  # changing one load changes no other
+    np.testing.assert_array_equal(zoo.load(tmp_path / "plain")(IDS, MASK), model(IDS, MASK))
+
+
 def test_directory_alone_opens_with_its_head(tmp_path):
     model = zoo.build_model(TINY, "sst2", seed=3)
     _export(model, tmp_path / "run" / "model")
