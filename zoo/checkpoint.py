@@ -192,14 +192,20 @@ def is_model_dir(path: Path) -> bool:
         return False
 
 
-def _local_checkpointer():
-    """An orbax checkpointer for this process alone (a model directory is written by one
-    process and read by each on its own, also when several processes train together)."""
+def _this_process_only():
+    """orbax's options for this process alone (a model directory is written by one process
+    and read by each on its own, also when several processes train together)."""
     import orbax.checkpoint as ocp
 
     me = jax.process_index()
-    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
-        primary_host=me, active_processes={me}))
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
+def _local_checkpointer():
+    """An orbax checkpointer for this process alone."""
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
 
 
 def _save_params(directory: Path, tree: Mapping) -> None:
@@ -208,8 +214,7 @@ def _save_params(directory: Path, tree: Mapping) -> None:
     restore (0.8 s against 0.45 s for RoBERTa-base on 2 cores). Either kind restores."""
     import orbax.checkpoint as ocp
 
-    me = jax.process_index()
-    options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    options = _this_process_only()
     handler = ocp.PyTreeCheckpointHandler(use_compression=False, multiprocessing_options=options)
     with ocp.Checkpointer(handler, multiprocessing_options=options) as checkpointer:
         checkpointer.save(directory, args=ocp.args.PyTreeSave(tree))
@@ -271,8 +276,8 @@ def verify_model_dir_in_background(directory: str | Path,
     callbacks that fail after its event loop closed)."""
     import concurrent.futures
 
-    def small(path: Path) -> bool:
-        return path.stat().st_size < _BACKGROUND_BYTES
+    def small(path: Path) -> bool:  # a missing file counts as small: reported now
+        return not path.is_file() or path.stat().st_size < _BACKGROUND_BYTES
 
     verify_model_dir(directory, manifest, hashed=small)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zoo-verify")
@@ -297,8 +302,7 @@ def verify_model_dir(directory: str | Path, manifest: Mapping[str, Any], *,
     params = {k[len(PARAMS) + 1:]: v for k, v in recorded.items() if k.startswith(PARAMS + "/")}
     verify_checksums(directory / PARAMS, params, what=f"the model directory {directory}",
                      hashed=hashed)
-    if TOKENIZER in recorded and (hashed is None or not (directory / TOKENIZER).is_file()
-                                  or hashed(directory / TOKENIZER)):
+    if TOKENIZER in recorded and (hashed is None or hashed(directory / TOKENIZER)):
         _verify_one(directory / TOKENIZER, recorded[TOKENIZER])
 
 

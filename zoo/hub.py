@@ -204,7 +204,7 @@ def _load_tokenizer(directory: Path, manifest: dict):
 
 def _restore(found: Path | Converted, manifest: dict, name: str, config, head: str | None,
              num_classes: int | None, seed: int, tokenizer,
-             verified: Callable[[], None] = lambda: None) -> ZooModel:
+             verified: Callable[[], None]) -> ZooModel:
     """``verified`` waits for the model directory's checksums (checked on a thread while
     the model is built and read) and raises if a file is altered; nothing read is used, and
     no read error reported, before it has passed."""
@@ -248,7 +248,6 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
         offered = {k: v for k, v in found.params.items() if k.startswith(prefixes)}
         checkpoint.check_tree(expected, offered, source=_where(found))
         restored = {k: np.asarray(v) for k, v in offered.items()}
-        fresh = False
     else:
         try:  # while the checksums are still being checked on their thread
             restored = checkpoint.load_params(found, expected, prefixes=prefixes)
@@ -256,10 +255,11 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
             verified()  # an altered file is the better explanation of a failed read
             raise
         verified()
-        fresh = True  # arrays only this load holds: they back the parameters uncopied
-    checkpoint.assign_params(encoder, restored, "encoder/", copy=not fresh)
+    # A restore's arrays are this load's alone: they back the parameters uncopied.
+    copy = isinstance(found, Converted)
+    checkpoint.assign_params(encoder, restored, "encoder/", copy=copy)
     if restore_head:
-        checkpoint.assign_params(head_module, restored, f"heads/{head}/", copy=not fresh)
+        checkpoint.assign_params(head_module, restored, f"heads/{head}/", copy=copy)
     if tokenizer is not None and tokenizer.get_vocab_size() > config.vocab_size:
         raise ConfigError(f"{_where(found)}: the tokenizer has {tokenizer.get_vocab_size()} "
                          f"tokens but the model embeds only {config.vocab_size}")
