@@ -11,7 +11,10 @@ with a classification head (drawn from seed 0; speed does not depend on its valu
 - ``ort int8``: the same graph after ONNX Runtime's dynamic quantization
   (``quantize_dynamic``, int8 weights);
 - ``ort torch-export``: all-MiniLM-L6-v2 exported the usual way, by ``torch.onnx.export`` of
-  transformers' model (when torch can export here), pooled and normalised in NumPy.
+  transformers' model (when torch can export here), pooled and normalised in NumPy;
+
+and the zoo twice: in float32, and loaded with ``precision="bf16"`` (bfloat16 compute,
+float32 parameters and accumulation), reported in a table of its own against ONNX Runtime.
 
 Every side runs in a worker process of its own (no two thread pools in one process), with
 every core (ONNX Runtime: ``intra_op_num_threads`` = usable cores), and all of them tokenize
@@ -46,7 +49,9 @@ from benchmarks.bert_bench import (BATCH, REPO_ROOT, WEIGHTS_HINT, Worker, _time
                                    log, machine, read_dev, serve)
 
 MODEL = "all-minilm-l6-v2"
-SIDES_ORDER = ("zoo", "ort-fp32", "ort-int8", "ort-torch")
+SIDES_ORDER = ("zoo", "ort-fp32", "ort-int8", "ort-torch", "zoo-bf16")
+# Reduced-precision sides, shown in a table of their own against ONNX Runtime.
+LOW_PRECISION = ("zoo-bf16",)
 # Before each timed call: idle thread pools of the side that just ran (ONNX Runtime's spin
 # after a run by default) must not take cores from the next one.
 SETTLE_S = 0.3
@@ -59,6 +64,8 @@ TOLERANCE = 1e-4
 class ZooSide:
     """``model.predict`` / ``model.encode`` of the zoo, loaded from the exported HF folder."""
 
+    precision = "float32"
+
     def __init__(self, folder: str):
         import warnings
 
@@ -66,8 +73,9 @@ class ZooSide:
 
         warnings.simplefilter("ignore")
         self.folder = Path(folder)
-        self.classifier = zoo.load(str(self.folder / "classifier-hf"))
-        self.embedder = zoo.load(str(self.folder / "embedder-hf"), head="embedder")
+        self.classifier = zoo.load(str(self.folder / "classifier-hf"), precision=self.precision)
+        self.embedder = zoo.load(str(self.folder / "embedder-hf"), head="embedder",
+                                 precision=self.precision)
         self.texts: list[str] = []
 
     def info(self) -> dict:
@@ -92,6 +100,12 @@ class ZooSide:
 
     def one(self, index: int) -> dict:
         return {"s": _timed(self.classifier.predict, self.texts[index])[0]}
+
+
+class ZooBf16Side(ZooSide):
+    """The same, loaded with ``precision="bf16"``: bfloat16 compute, float32 accumulation."""
+
+    precision = "bf16"
 
 
 class OrtSide:
@@ -198,7 +212,7 @@ class OrtTorchSide(OrtSide):
 
 
 SIDES = {"zoo": ZooSide, "ort-fp32": OrtSide, "ort-int8": OrtInt8Side,
-         "ort-torch": OrtTorchSide}
+         "ort-torch": OrtTorchSide, "zoo-bf16": ZooBf16Side}
 
 
 # ------------------------------------------------------------------------------ preparation
@@ -291,6 +305,10 @@ def bench(workers: dict[str, Worker], rounds: int, latency_calls: int) -> dict:
         results[op]["ratios"] = {name: summary([o / z for o, z in zip(times[name],
                                                                       times["zoo"])])
                                  for name in workers if name != "zoo"}
+        results[op]["low_precision_ratios"] = {
+            f"{low} {name}": summary([o / z for o, z in zip(times[name], times[low])])
+            for low in LOW_PRECISION if low in workers
+            for name in workers if name.startswith("ort")}
     log(f"latency: {latency_calls} interleaved one-sentence calls")
     latency = {name: [] for name in workers}
     for name, worker in workers.items():  # untimed: each length's first call (the zoo compiles)
@@ -308,7 +326,7 @@ def bench(workers: dict[str, Worker], rounds: int, latency_calls: int) -> dict:
 
 def render(result: dict) -> str:
     info = result["machine"]
-    sides = [s for s in SIDES_ORDER if s in result["predict"]]
+    sides = [s for s in SIDES_ORDER if s in result["predict"] and s not in LOW_PRECISION]
     lines = [
         "# The zoo against ONNX Runtime (CPU)\n",
         f"{result['date']}, {info['cpu']}, {info['usable_cores']} usable cores; jax "
@@ -337,6 +355,25 @@ def render(result: dict) -> str:
     first = result["first"]["predict"]
     lines.append("| first `predict` pass (the zoo compiles each padded shape) | "
                  + " | ".join(f"{first[side]:.1f} s" for side in sides) + " |")
+    for low in (s for s in LOW_PRECISION if s in result["predict"]):
+        lines += ["", f"The zoo in bfloat16 (`zoo.load(..., precision=\"bf16\")`: bfloat16 "
+                  "compute, float32 parameters and accumulation), same rounds; ratio: ONNX "
+                  "Runtime's time / this side's:", "",
+                  "| work | zoo bf16 | " + " | ".join(sides[1:]) + " |",
+                  "|---|---|" + "---|" * (len(sides) - 1)]
+        for op in ("predict", "encode"):
+            r = result[op]
+            cells = [f"{result['sentences'] / r[low]['median']:.0f} sentences/s"]
+            for side in sides[1:]:
+                ratio = r["low_precision_ratios"][f"{low} {side}"]
+                cells.append(f"**{ratio['median']:.2f}×** [{ratio['min']:.2f}–"
+                             f"{ratio['max']:.2f}]")
+            lines.append(f"| `{op}` throughput | " + " | ".join(cells) + " |")
+        lat = result["latency"]
+        lines.append(f"| one sentence p50 / p90 | {lat[low]['p50'] * 1e3:.1f} / "
+                     f"{lat[low]['p90'] * 1e3:.1f} ms | " + " | ".join(
+                         f"**{lat[side]['p50'] / lat[low]['p50']:.2f}×**" for side in sides[1:])
+                     + " |")
     lines.append("")
     lines.append("Outputs against the zoo's (max |diff|): " + ", ".join(
         f"{k} {v:.1e}" for k, v in result["compare"].items()) + ".")

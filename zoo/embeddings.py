@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from zoo.errors import InvalidArgumentError, UnknownNameError
+from zoo.nn import CastState, precision_changes
 
 
 def _mean(hidden, mask):
@@ -75,7 +76,7 @@ def _pooled_forward(model, pooling: str, normalize: bool):
     key = (pooling, normalize)
     cached = _CACHE.setdefault(model, {})
     entry = cached.get(key)
-    if entry is None or entry[0] is not model.encoder:
+    if entry is None or entry[0] is not model.encoder or entry[3] != precision_changes():
         graph, state = nnx.split(model.encoder)
         pool = POOLINGS[pooling]
 
@@ -88,7 +89,8 @@ def _pooled_forward(model, pooling: str, normalize: bool):
                 vectors = vectors / jnp.maximum(norm, 1e-12)
             return vectors
 
-        entry = cached[key] = (model.encoder, jax.jit(embed), state)
+        entry = cached[key] = (model.encoder, jax.jit(embed), CastState(model.encoder, state),
+                               precision_changes())
     return entry[1], entry[2]
 
 
@@ -126,7 +128,8 @@ def encode(model, texts: str | Sequence[str], *, pooling: str | None = None,
     encoded = encode_texts(model.tokenizer, items, None, length)
     buckets = inference_buckets(length)
     pad = special_ids(model.tokenizer)["pad"]
-    embed, state = _pooled_forward(model, pooling, normalize)
+    embed, cast_state = _pooled_forward(model, pooling, normalize)
+    state = cast_state()
     types = uses_token_types(model.config)
     order = np.argsort([len(e.ids) for e in encoded], kind="stable")
     out = np.empty((len(items), model.config.hidden_size), np.float32)

@@ -28,6 +28,7 @@ from flax import nnx
 from zoo import checkpoint
 from zoo.errors import ConfigError, InvalidArgumentError
 from zoo.model import ZooModel, abstract_encoder, build_head, build_model, model_info
+from zoo.nn import PRECISIONS, set_precision
 from zoo.tasks import get_task
 from zoo.registry import Converted, WeightsNotFoundError, families, get_encoder, get_head
 
@@ -121,6 +122,7 @@ def load(
     weights: str | Path | None = None,
     num_classes: int | None = None,
     seed: int = 0,
+    precision: str = "float32",
 ) -> ZooModel:
     """A ready NNX model, in eval mode.
 
@@ -129,8 +131,20 @@ def load(
     otherwise) or a checkpoint folder a family recognises (e.g. a HuggingFace BERT folder).
     A head found in the weights is restored; a requested head the weights lack, or one
     asked for with a different ``num_classes``, is initialised from ``seed`` with a
-    ``HeadInitializedWarning``.
+    ``HeadInitializedWarning``. ``precision="bf16"`` computes in bfloat16 with float32
+    parameters and float32 accumulation (``zoo.nn.set_precision``): the fast choice for
+    ``predict`` and ``encode`` on GPUs and on CPUs with bf16 matrix units (AMX).
     """
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                                   f"{precision!r}")
+    model = _load(name, head, pretrained, weights, num_classes, seed)
+    if precision != "float32":
+        set_precision(model, precision)
+    return model
+
+
+def _load(name, head, pretrained, weights, num_classes, seed) -> ZooModel:
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a model name or a path, not {type(name).__name__}")
     name = os.fspath(name)

@@ -18,7 +18,7 @@ from flax import nnx
 
 from zoo.batching import inference_buckets, pad_to_bucket
 from zoo.errors import InvalidArgumentError, ZooError
-from zoo.nn import in_training_mode
+from zoo.nn import CastState, in_training_mode, precision_changes
 from zoo.tasks import Prediction  # noqa: F401  (re-exported: zoo.Prediction)
 
 
@@ -37,15 +37,18 @@ def uses_token_types(config) -> bool:
 
 
 def _forward(model):
-    """(jitted outputs(state, ids, mask, types), state) for ``model``, built once per model.
+    """(jitted outputs(state, ids, mask, types), ``CastState``) for ``model``, built once
+    per model and precision.
 
     The split state holds the model's own Variable objects, so in-place parameter updates
-    (training, ``nnx.update``) show through; only replacing a submodule forces a re-split.
+    (training, ``nnx.update``) show through; replacing a submodule or changing the compute
+    precision (``zoo.nn.set_precision``) forces a re-split.
     The graph is taken in eval mode: prediction never applies dropout.
     """
     parts = (model.encoder, model.head)
     cached = _FORWARD_CACHE.get(model)
-    if cached is None or any(a is not b for a, b in zip(cached[0], parts)):
+    if (cached is None or any(a is not b for a, b in zip(cached[0], parts))
+            or cached[3] != precision_changes()):
         training = in_training_mode(model)
         model.eval()
         graph, state = nnx.split(model)
@@ -58,7 +61,8 @@ def _forward(model):
             head_outputs = nnx.merge(graph, state)(ids, mask, types).astype("float32")
             return task.predict_outputs(head_outputs, mask)
 
-        cached = _FORWARD_CACHE[model] = (parts, jax.jit(outputs), state)
+        cached = _FORWARD_CACHE[model] = (parts, jax.jit(outputs), CastState(model, state),
+                                          precision_changes())
     return cached[1], cached[2]
 
 
@@ -102,13 +106,14 @@ def predict(model, texts, batch_size: int = 64) -> list:
     # its own longest item rounded up a little (a few more compiled shapes, far less padding).
     buckets = inference_buckets(max_len)
     pad = special_ids(model.tokenizer)["pad"]
-    outputs_fn, state = _forward(model)
+    outputs_fn, cast_state = _forward(model)
     # The jitted forward checks no ids; a tokenizer's ids lie below its vocabulary size.
     if model.tokenizer.get_vocab_size() > model.config.vocab_size:
         raise InvalidArgumentError(
             f"the tokenizer has {model.tokenizer.get_vocab_size()} tokens but the model embeds "
             f"only {model.config.vocab_size}: the tokenizer does not belong to this model")
     encodings = task.encode_items(model.tokenizer, items, max_len)
+    state = cast_state()
     types = uses_token_types(model.config)
     order = np.argsort([len(e.ids) for e in encodings], kind="stable")  # similar lengths
     results: list = [None] * len(items)

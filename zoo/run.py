@@ -399,7 +399,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None,
 
     run_dir = Path(run_dir).expanduser().resolve()
     _check_not_in_use(run_dir, "evaluate")
-    model = load(str(run_dir))
+    model = load(str(run_dir), precision=precision)
     task = model.task
     if task is None or task.label_kind is None:
         raise InvalidArgumentError(f"{run_dir}: its head {model.info.head!r} is not scored on "
@@ -420,14 +420,15 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None,
         return metrics | write_reports(None, model, data, run_dir)
 
 
-def predict_file(run_dir: str | Path, path: str | Path) -> tuple[list, list]:
+def predict_file(run_dir: str | Path, path: str | Path, precision: str = "float32"
+                 ) -> tuple[list, list]:
     """(items, predictions) for a file in the run's dataset format (its text columns, or its
     token-file layout); labels in the file are not needed and not read."""
     from zoo.dataset import format_spec, read_labelled_file
 
     run_dir = Path(run_dir).expanduser().resolve()
     _check_not_in_use(run_dir, "predict")
-    model = load(str(run_dir))
+    model = load(str(run_dir), precision=precision)
     if model.task is None or model.task.label_kind is None:
         raise InvalidArgumentError(f"{run_dir}: its head {model.info.head!r} makes no "
                                    "predictions")

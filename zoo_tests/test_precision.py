@@ -6,6 +6,9 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax.extend.core import subjaxprs
+
+import zoo
 
 from zoo.errors import InvalidArgumentError
 from zoo.model import build_model
@@ -81,3 +84,113 @@ def test_precision_is_checked():
         TrainConfig(precision="fp8").validated()
     with pytest.raises(ValueError, match="precision"):
         set_precision(build_model("encoder-m2l-tiny", "sst2"), "half")
+
+
+# ----------------------------------------------------------------- float32 accumulation
+
+
+# (spec, operand shapes): every product of the families, odd sizes included.
+PRODUCTS = [
+    ("ay,yz->az", (12, 8), (8, 6)),             # Linear
+    ("ay,yz->az", (7, 5), (5, 3)),              # odd sizes: no axis to split
+    ("bhqd,bhkd->bhqk", (2, 3, 5, 4), (2, 3, 6, 4)),   # attention scores
+    ("bhqk,bhkd->bhqd", (2, 3, 5, 6), (2, 3, 6, 4)),   # attention context
+    ("bhqd,hrd->bhqr", (2, 3, 5, 4), (3, 7, 4)),       # DeBERTa c2p
+    ("hrd,bhkd->bhrk", (3, 7, 4), (2, 3, 5, 4)),       # DeBERTa p2c
+]
+
+
+@pytest.mark.parametrize("spec,shape_a,shape_b", PRODUCTS)
+def test_low_precision_einsum_is_the_float32_product_of_its_operands(spec, shape_a, shape_b):
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.normal(size=s), jnp.bfloat16) for s in (shape_a, shape_b))
+    reference = jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32))
+    out, vjp = jax.vjp(lambda x, y: zoo.nn.einsum(spec, x, y, out_dtype=jnp.float32), a, b)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out), np.asarray(reference), rtol=1e-5, atol=1e-5)
+    assert zoo.nn.einsum(spec, a, b).dtype == jnp.bfloat16
+    g = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+    g16 = g.astype(jnp.bfloat16).astype(jnp.float32)  # the gradient is taken in bf16
+    _, ref_vjp = jax.vjp(lambda x, y: jnp.einsum(spec, x, y), a.astype(jnp.float32),
+                         b.astype(jnp.float32))
+    for grad, ref in zip(vjp(g), ref_vjp(g16)):
+        assert grad.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(grad, np.float32), np.asarray(ref),
+                                   rtol=1e-2, atol=1e-2)  # one bf16 rounding of a float32 sum
+
+
+def _products(jaxpr) -> list:
+    found = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "dot_general"]
+    for sub in subjaxprs(jaxpr):
+        found += _products(sub)
+    return found
+
+
+def test_bf16_products_accumulate_in_float32_with_the_left_operand_contracted_last():
+    """What XLA's CPU backend runs on bf16 matrix units (else it converts to float32): every
+    matmul of a bf16 train step takes bf16 operands, gives float32, and contracts the left
+    operand over its last axes -- the Linear weight gradient included."""
+    model = _build("bert-custom")
+    set_precision(model, "bf16")
+    model.train()
+    batch = _batch(model.config.vocab_size)
+    graph, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+        logits = nnx.merge(graph, p, rest)(batch["input_ids"], batch["attention_mask"],
+                                           rngs=nnx.Rngs(dropout=0))
+        return logits.astype(jnp.float32).sum()
+
+    products = _products(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    assert len(products) >= 3 * 6 * TINY_BERT.num_layers  # forward and both gradients
+    for eqn in products:
+        lhs, rhs = (v.aval for v in eqn.invars)
+        (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
+        if lhs.shape[-1] == 2 or rhs.shape[-1] == 2:  # the 2-class head's product
+            continue
+        assert (lhs.dtype, rhs.dtype) == (jnp.bfloat16, jnp.bfloat16), eqn
+        assert eqn.params["preferred_element_type"] == jnp.float32, eqn
+        assert tuple(lhs_contract) == tuple(range(lhs.ndim - len(lhs_contract), lhs.ndim)), eqn
+
+
+def test_load_predict_and_encode_follow_the_precision():
+    """``zoo.load(..., precision="bf16")``: bf16 outputs close to float32's; a cached forward
+    is rebuilt when the precision changes (back to float32: float32's outputs exactly)."""
+    import zoo_tests.bert_reference as br
+
+    texts = ["a gripping, beautifully acted film", "dull and far too long", "it is a movie"]
+    folder = br.minilm_folder()
+    full = zoo.load("all-minilm-l6-v2", weights=folder)
+    half = zoo.load("all-minilm-l6-v2", weights=folder, precision="bf16")
+    reference = full.encode(texts)
+    vectors = half.encode(texts)
+    assert (vectors * reference).sum(-1).min() > 0.999 and not np.allclose(vectors, reference)
+    set_precision(half, "float32")
+    np.testing.assert_array_equal(half.encode(texts), reference)
+    set_precision(half, "bf16")
+    assert not np.allclose(half.encode(texts), reference)
+
+    with pytest.warns(zoo.HeadInitializedWarning):
+        classifier = zoo.load("all-minilm-l6-v2", weights=folder, head="classifier")
+
+    def probabilities():
+        return np.array([list(p.probabilities.values()) for p in classifier.predict(texts)])
+
+    reference = probabilities()
+    set_precision(classifier, "bf16")
+    low = probabilities()
+    assert not np.array_equal(low, reference)
+    np.testing.assert_allclose(low, reference, atol=0.02)
+    # Parameters replaced after the first call (training, nnx.update) are seen: the bf16
+    # copies cast once are cast again.
+    last = [m for _, m in nnx.iter_modules(classifier.head) if isinstance(m, nnx.Linear)][-1]
+    kernel = last.kernel.get_value()
+    last.kernel.set_value(jnp.zeros_like(kernel))
+    flat = probabilities()
+    np.testing.assert_allclose(flat, np.broadcast_to(flat[0], flat.shape), atol=1e-6)
+    assert not np.allclose(flat, low, atol=1e-3)
+    last.kernel.set_value(kernel)
+    set_precision(classifier, "float32")
+    np.testing.assert_array_equal(probabilities(), reference)
+    with pytest.raises(InvalidArgumentError, match="precision must be one of float32, bf16"):
+        zoo.load("all-minilm-l6-v2", weights=folder, precision="fp16")
