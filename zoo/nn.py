@@ -89,9 +89,11 @@ def _explicit_sharding(x: jax.Array) -> bool:
 PRECISIONS = {"float32": None, "bf16": jnp.bfloat16}
 
 
-def einsum(spec: str, a: jax.Array, b: jax.Array, *, out_dtype=None) -> jax.Array:
-    """Two-operand ``jnp.einsum`` that accumulates in float32 when both operands are bf16
-    or float16, returning ``out_dtype`` (default: the operands' dtype).
+def einsum(spec: str, a: jax.Array, b: jax.Array, *, dtype=None, out_dtype=None
+           ) -> jax.Array:
+    """Two-operand ``jnp.einsum`` in the compute ``dtype`` (the operands are cast to it;
+    default: their own), accumulating in float32 when that is bf16 or float16, and
+    returning ``out_dtype`` (default: the operands' dtype before the cast).
 
     Forward and backward products then take 16-bit operands with float32 accumulation (the
     gradient is cast to the operands' dtype first), laid out as XLA's CPU backend runs on
@@ -103,11 +105,14 @@ def einsum(spec: str, a: jax.Array, b: jax.Array, *, out_dtype=None) -> jax.Arra
     operands and the output (none summed within one operand), as in every product of these
     models. float32 operands take plain ``jnp.einsum``.
     """
+    result = jnp.result_type(a, b) if out_dtype is None else out_dtype
+    if dtype is not None:
+        a, b = a.astype(dtype), b.astype(dtype)
     low = a.dtype == b.dtype and a.dtype in (jnp.bfloat16, jnp.float16)
     if not low:
         out = jnp.einsum(spec, a, b)
         return out if out_dtype is None else out.astype(out_dtype)
-    return _low_precision_einsum(spec, jnp.dtype(out_dtype or a.dtype), a, b)
+    return _low_precision_einsum(spec, jnp.dtype(result), a, b)
 
 
 def _einsum_parts(spec: str) -> tuple[str, str, str]:
@@ -197,7 +202,9 @@ _low_precision_einsum.defvjp(_low_precision_einsum_fwd, _low_precision_einsum_bw
 def linear_dot_general(lhs, rhs, dimension_numbers, precision=None,
                        preferred_element_type=None, out_sharding=None):
     """``nnx.Linear``'s product through :func:`einsum` (float32 accumulation of bf16
-    operands, in the backward pass too); what ``set_precision`` gives every Linear."""
+    operands, in the backward pass too), returned in float32 so that the bias is added,
+    and its gradient summed over tokens, in float32; what ``set_precision`` gives every
+    Linear."""
     (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
     plain = (lhs_batch or rhs_batch or tuple(lhs_contract) != (lhs.ndim - 1,)
              or tuple(rhs_contract) != (0,) or rhs.ndim != 2 or precision is not None
@@ -207,7 +214,7 @@ def linear_dot_general(lhs, rhs, dimension_numbers, precision=None,
                                    preferred_element_type=preferred_element_type,
                                    out_sharding=out_sharding)
     rows = "abcdefgh"[:lhs.ndim - 1]
-    return einsum(f"{rows}y,yz->{rows}z", lhs, rhs)
+    return einsum(f"{rows}y,yz->{rows}z", lhs, rhs, out_dtype=jnp.float32)
 
 
 _precision_changes = 0
@@ -220,23 +227,26 @@ def precision_changes() -> int:
 
 
 def set_precision(model: nnx.Module, precision: str) -> None:
-    """Mixed precision in place: layers compute in ``precision``, parameters stay float32.
+    """Mixed precision in place: matrix products compute in ``precision``, everything
+    else and the parameters stay float32 (as ``torch.autocast`` does).
 
-    Every layer with a ``dtype`` attribute (Linear, Embed, LayerNorm) casts its float32
-    parameters and inputs to the compute dtype; LayerNorm statistics stay float32 (Flax
-    computes them in at least float32), attention softmax runs in float32 in both families
-    and the tasks cast logits to float32 before the loss. Products accumulate in float32
-    (:func:`einsum`), which CPUs with bf16 matrix units (AMX) run several times faster than
-    float32 ones. ``"float32"`` restores full precision.
+    Every Linear casts its float32 input and parameters to the compute dtype and
+    accumulates in float32 (:func:`linear_dot_general`), returning float32, and the
+    attention products of every family take the Linear's dtype (:func:`einsum`); LayerNorm,
+    embeddings, activations, softmax and the loss stay float32, and so do gradients summed
+    over tokens (biases, LayerNorm). On CPUs with bf16 matrix units (AMX) XLA runs these
+    products several times faster than float32 ones; on GPUs they are the usual bf16
+    matmuls. ``"float32"`` restores full precision.
     """
     global _precision_changes
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     _precision_changes += 1
-    for _, module in model.iter_modules():
-        if isinstance(module, (nnx.Linear, nnx.Embed, nnx.LayerNorm)):
-            module.dtype = PRECISIONS[precision]
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (nnx.Embed, nnx.LayerNorm)):
+            module.dtype = None  # float32 (as models of earlier versions may have set)
         if isinstance(module, nnx.Linear):
+            module.dtype = PRECISIONS[precision]
             module.dot_general = (jax.lax.dot_general if precision == "float32"
                                   else linear_dot_general)
 
@@ -379,11 +389,12 @@ class SelfAttention(nnx.Module):
             return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = einsum("bhqd,bhkd->bhqk", q, k, out_dtype=jnp.float32) / math.sqrt(d_head)
+        dtype = self.query.dtype  # the compute dtype (set_precision)
+        scores = einsum("bhqd,bhkd->bhqk", q, k, dtype=dtype) / math.sqrt(d_head)
         bias = jnp.where(key_mask[:, None, None, :] == 0, jnp.finfo(jnp.float32).min, 0.0)
         weights = jax.nn.softmax(scores + bias, axis=-1).astype(v.dtype)
         weights = self.dropout(weights, rngs=rngs)
-        context = einsum("bhqk,bhkd->bhqd", weights, v)
+        context = einsum("bhqk,bhkd->bhqd", weights, v, dtype=dtype)
         context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
         return self.output(context.reshape(batch * length, hidden))
 

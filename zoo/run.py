@@ -399,7 +399,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None,
 
     run_dir = Path(run_dir).expanduser().resolve()
     _check_not_in_use(run_dir, "evaluate")
-    model = load(str(run_dir), precision=precision)
+    model = load(str(run_dir))
     task = model.task
     if task is None or task.label_kind is None:
         raise InvalidArgumentError(f"{run_dir}: its head {model.info.head!r} is not scored on "

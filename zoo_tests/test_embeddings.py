@@ -98,3 +98,6 @@ def test_embed_command_writes_npy_atomically_and_refuses_to_clobber(tmp_path, ca
     assert cli_main(["embed", folder, SENTENCES[0], "--quiet"]) == 0
     line = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(line["embedding"], saved[0], atol=1e-5)
+    assert cli_main(["embed", folder, SENTENCES[0], "--quiet", "--precision", "bf16"]) == 0
+    low = np.asarray(json.loads(capsys.readouterr().out)["embedding"])
+    assert low @ saved[0] > 0.999 and not np.allclose(low, saved[0], atol=1e-5)

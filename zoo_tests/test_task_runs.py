@@ -203,6 +203,11 @@ def test_own_csv_with_string_labels(tmp_path, capsys):
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert first["label"] in {"billing", "login", "shipping"}
     assert first["text"].startswith("Hello, ")
+    assert cli_main(["predict", str(tmp_path / "run"), "--file", str(tmp_path / "dev.csv"),
+                     "--json", "--precision", "bf16"]) == 0
+    low = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert low["label"] == first["label"] and low["text"] == first["text"]
+    assert low["probability"] == pytest.approx(first["probability"], abs=0.02)
     # The bare model directory knows its columns too (kept in its manifest).
     assert _evaluate(tmp_path / "run" / "model", tmp_path / "dev.csv", capsys) == \
         _evaluate(tmp_path / "run", tmp_path / "dev.csv", capsys)

@@ -349,13 +349,14 @@ class DisentangledSelfAttention(nnx.Module):
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
         q_scaled = q / jnp.asarray(scale, q.dtype)
-        scores = nn.einsum("bhqd,bhkd->bhqk", q_scaled, k, out_dtype=jnp.float32)
+        dtype = self.query.dtype  # the compute dtype (set_precision)
+        scores = nn.einsum("bhqd,bhkd->bhqk", q_scaled, k, dtype=dtype, out_dtype=jnp.float32)
         if self.pos_att_type:
             table, c2p_index, p2c_index = rel
             table = self.pos_dropout(table, rngs=rngs)
             if "c2p" in self.pos_att_type:
                 pos_key = table_heads((self.key if self.share_att_key else self.pos_key)(table))
-                c2p = nn.einsum("bhqd,hrd->bhqr", q_scaled, pos_key)
+                c2p = nn.einsum("bhqd,hrd->bhqr", q_scaled, pos_key, dtype=dtype)
                 scores = scores + jnp.take_along_axis(
                     c2p, c2p_index[None, None], axis=-1, mode=IN_BOUNDS).astype(jnp.float32)
             if "p2c" in self.pos_att_type:
@@ -363,13 +364,13 @@ class DisentangledSelfAttention(nnx.Module):
                     (self.query if self.share_att_key else self.pos_query)(table))
                 pos_query = pos_query / jnp.asarray(scale, pos_query.dtype)
                 # (B, heads, R, S_key): row r of key k; p2c[q, k] picks row p2c_index[q, k]
-                p2c = nn.einsum("hrd,bhkd->bhrk", pos_query, k)
+                p2c = nn.einsum("hrd,bhkd->bhrk", pos_query, k, dtype=dtype)
                 scores = scores + jnp.take_along_axis(
                     p2c, p2c_index[None, None], axis=-2, mode=IN_BOUNDS).astype(jnp.float32)
         scores = jnp.where(pair_mask, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         weights = self.dropout(weights, rngs=rngs)
-        context = nn.einsum("bhqk,bhkd->bhqd", weights, v)
+        context = nn.einsum("bhqk,bhkd->bhqd", weights, v, dtype=dtype)
         context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
         return self.output(context.reshape(batch * length, hidden))
 

@@ -128,10 +128,11 @@ class MultiHeadAttention(nnx.Module):
             return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = nn.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d_head)
+        dtype = self.query.dtype  # the compute dtype (set_precision)
+        scores = nn.einsum("bhqd,bhkd->bhqk", q, k, dtype=dtype) / math.sqrt(d_head)
         scores = jnp.where(key_mask[:, None, None, :] == 0, MASK_VALUE, scores)
         weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
-        context = nn.einsum("bhqk,bhkd->bhqd", weights, v)
+        context = nn.einsum("bhqk,bhkd->bhqd", weights, v, dtype=dtype)
         context = context.transpose(0, 2, 1, 3).reshape(batch, length, d_model)
         return self.output(context.reshape(batch * length, d_model))
 

@@ -267,12 +267,14 @@ class SelfAttention(nnx.Module):
         # sum three padded copies, 4 % of a training step).
         q, k, v = (heads(t) for t in jnp.split(self.qkv(x), 3, axis=-1))
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        scores = nn.einsum("bhqd,bhkd->bhqk", q, k, out_dtype=jnp.float32) * d_head ** -0.5
+        dtype = self.qkv.dtype  # the compute dtype (set_precision)
+        scores = nn.einsum("bhqd,bhkd->bhqk", q, k, dtype=dtype,
+                           out_dtype=jnp.float32) * d_head ** -0.5
         # the dtype's most negative value at hidden keys, as transformers' additive mask
         scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         weights = self.dropout(weights, rngs=rngs)
-        context = nn.einsum("bhqk,bhkd->bhqd", weights, v)
+        context = nn.einsum("bhqk,bhkd->bhqd", weights, v, dtype=dtype)
         context = jnp.where(rows, context, jnp.zeros((), context.dtype))
         context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
         out = self.output(context.reshape(batch * length, hidden))
