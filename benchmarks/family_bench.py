@@ -138,16 +138,20 @@ def main(argv: list[str] | None = None) -> int:
             train, predict = result["train"][0], result["predict"]
             rows.append((family, title, train, predict, loads))
     info = machine()
+    flags = (f" --precision {args.precision}" if args.precision != "float32" else "") + (
+        " --skip-load" if args.skip_load else "")
     lines = [
         "# Architecture families at base size: zoo vs PyTorch + transformers (CPU)", "",
-        f"`python -m benchmarks.family_bench` on {info['cpu']} ({info['usable_cores']} usable "
+        f"`python -m benchmarks.family_bench{flags}` on {info['cpu']} ({info['usable_cores']} usable "
         f"cores), nothing else running. Random weights of the real base shapes, written by "
         "transformers; each side in its own worker process, measurements interleaved, ratios "
         "pair by pair (median [min–max]); > 1 means the zoo is faster. Train step: batch "
         "32 x 64 tokens, dropout on, AdamW, 5 pairs after 2 warm-up steps. predict: the 872 "
         "SST-2 dev sentences at batch 64, 3 rounds (torch in dataset order, and sorted by "
-        "length as the zoo does). Load: `zoo.load` of the converted model directory, first "
-        "call in a fresh process after imports, median of 3. Precision: "
+        "length as the zoo does). Load: "
+        + ("not measured (`--skip-load`)" if args.skip_load else "`zoo.load` of the converted "
+           "model directory, first call in a fresh process after imports, median of 3")
+        + ". Precision: "
         + ("float32" if args.precision == "float32" else
            "**bf16** (the zoo: `set_precision(\"bf16\")`, bf16 products with float32 "
            "accumulation, the rest float32; torch: `torch.autocast(\"cpu\", "
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{pt['zoo']['median']:.0f} / {pt['torch_sorted']['median']:.0f} | "
             f"{ps['median']:.2f}× [{ps['min']:.2f}–{ps['max']:.2f}] | {po['median']:.2f}× | "
             f"{lat['zoo']['p50'] * 1e3:.1f} / {lat['torch']['p50'] * 1e3:.1f} | "
-            f"{statistics.median(loads):.2f} |")
+            f"{'—' if args.skip_load else f'{statistics.median(loads):.2f}'} |")
     lines += ["", "Parity of the two sides' probabilities on the dev set (max |diff|): "
               + ", ".join(f"{t}: {p['parity']['max_abs_prob_diff']:.1e}"
                           for _, t, _, p, _ in rows) + "."]

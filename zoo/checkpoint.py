@@ -254,6 +254,9 @@ def save_model_dir(
                                  for k, v in file_checksums(tmp / PARAMS).items()}
         if tokenizer is not None:
             manifest["checksums"][TOKENIZER] = file_checksums(tmp)[TOKENIZER]
+        # Sizes are compared before anything is read: a truncated file is refused at once,
+        # before orbax reads it (its content is hashed on a thread while the model builds).
+        manifest["sizes"] = {name: (tmp / name).stat().st_size for name in manifest["checksums"]}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return directory
 
@@ -280,6 +283,7 @@ def verify_model_dir_in_background(directory: str | Path,
         return not path.is_file() or path.stat().st_size < _BACKGROUND_BYTES
 
     verify_model_dir(directory, manifest, hashed=small)
+    verify_sizes(directory, manifest)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zoo-verify")
     try:
         return pool.submit(verify_model_dir, directory, manifest,
@@ -304,6 +308,21 @@ def verify_model_dir(directory: str | Path, manifest: Mapping[str, Any], *,
                      hashed=hashed)
     if TOKENIZER in recorded and (hashed is None or hashed(directory / TOKENIZER)):
         _verify_one(directory / TOKENIZER, recorded[TOKENIZER])
+
+
+def verify_sizes(directory: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Every file's size as recorded (directories written before sizes pass unchecked):
+    a truncated or grown file fails here, with one line, before any of it is read."""
+    directory = Path(directory)
+    for name, size in sorted((manifest.get("sizes") or {}).items()):
+        path = directory / name
+        if not path.is_file():
+            raise IntegrityError(f"{path}: missing (the model directory is incomplete)")
+        found = path.stat().st_size
+        if found != size:
+            raise IntegrityError(
+                f"{path}: {found} bytes, recorded {size}: the file is truncated or corrupted; "
+                f"restore it or re-create the model directory {directory}")
 
 
 def _verify_one(path: Path, expected: str) -> None:
@@ -377,6 +396,11 @@ def validate_manifest(manifest: Any, path: Path | str) -> None:
             isinstance(checksums, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in checksums.items())):
         bad("'checksums' must map file names to sha256 strings")
+    sizes = manifest.get("sizes")
+    if sizes is not None and not (
+            isinstance(sizes, dict) and set(sizes) <= set(checksums or {})
+            and all(type(v) is int and v >= 0 for v in sizes.values())):
+        bad("'sizes' must map the checksummed file names to byte counts")
 
 
 def stored_shapes(directory: str | Path) -> dict[str, jax.ShapeDtypeStruct]:

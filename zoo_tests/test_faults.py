@@ -245,6 +245,27 @@ def test_a_flipped_bit_is_refused_naming_the_file(base, reference, env, tmp_path
         assert_one_error_line(done.stderr, named, "corrupted")
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_truncated_params_file_is_refused_before_it_is_read(reference, tmp_path, capfd,
+                                                               monkeypatch):
+    """The manifest records every file's size, compared before orbax reads anything: one
+    IntegrityError naming the file, and none of the asyncio noise orbax prints when it reads
+    a truncated file (which it did while large files were hashed on the thread)."""
+    import gc
+
+    from zoo import checkpoint
+
+    run = _copy_run(reference, tmp_path)
+    path = biggest_file(run / "model" / "params")
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    monkeypatch.setattr(checkpoint, "_BACKGROUND_BYTES", 0)  # every file hashed on the thread
+    with pytest.raises(IntegrityError, match=r"bytes, recorded \d+: the file is truncated") as err:
+        zoo.load(str(run))
+    assert str(path) in str(err.value)
+    gc.collect()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 # ------------------------------------------------------------------------ output folders
 
 
