@@ -555,7 +555,8 @@ def _profile_predict(model, sentence: str) -> dict:
     from zoo.text import encode
 
     max_len = model.config.max_len
-    forward, state = inference._forward(model)
+    forward, cast_state = inference._forward(model)
+    state = cast_state()
     ids, mask = pad_to_bucket(encode(model.tokenizer, [sentence], max_len),
                               buckets_for(max_len, DEFAULT_BUCKETS))
     parts = {

@@ -244,7 +244,7 @@ def set_precision(model: nnx.Module, precision: str) -> None:
     _precision_changes += 1
     for _, module in nnx.iter_modules(model):
         if isinstance(module, (nnx.Embed, nnx.LayerNorm)):
-            module.dtype = None  # float32 (as models of earlier versions may have set)
+            module.dtype = None  # float32: only the products run in the compute dtype
         if isinstance(module, nnx.Linear):
             module.dtype = PRECISIONS[precision]
             module.dot_general = (jax.lax.dot_general if precision == "float32"

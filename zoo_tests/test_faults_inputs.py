@@ -335,7 +335,7 @@ def _write(name: str, content: bytes, *, unchecked: bool = False):
     def edit(folder: Path) -> None:
         (folder / name).write_bytes(content)
         if unchecked:  # as if written before checksums existed: the parser must refuse it
-            _edit_manifest(lambda m: m.pop("checksums"))(folder)
+            _edit_manifest(_drop_records)(folder)
     return edit
 
 
@@ -345,12 +345,19 @@ def _big_tokenizer(folder: Path) -> None:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.add_tokens([f"word{i}" for i in range(600)])
     tokenizer.save(str(folder / "tokenizer.json"))
-    _edit_manifest(lambda m: m["checksums"].pop("tokenizer.json"))(folder)
+    _edit_manifest(lambda m: (m["checksums"].pop("tokenizer.json"),
+                              m["sizes"].pop("tokenizer.json")))(folder)
+
+
+def _drop_records(manifest: dict) -> None:
+    """As written before checksums and sizes were recorded."""
+    manifest.pop("checksums")
+    manifest.pop("sizes")
 
 
 def _corrupt_metadata_unchecked(folder: Path) -> None:
     (folder / "params" / "_METADATA").write_text("{ not json")
-    _edit_manifest(lambda m: m.pop("checksums"))(folder)
+    _edit_manifest(_drop_records)(folder)
 
 
 MALFORMED = [
