@@ -69,7 +69,8 @@ def _add_training_args(parser: argparse.ArgumentParser, *, model: str, head: str
     parser.add_argument("--mesh", help="device mesh data=N[,model=M] (default: every device on "
                         "data; model > 1 splits parameters by the model's partition rules)")
     parser.add_argument("--precision", choices=["float32", "bf16"], default=defaults.precision,
-                        help="bf16: bfloat16 compute with float32 parameters (for GPUs/TPUs)")
+                        help="bf16: bfloat16 matrix products, float32 parameters and the "
+                        "rest (fast on GPUs, TPUs and CPUs with AMX)")
     parser.add_argument("--distributed", action="store_true",
                         help="one of several processes: call jax.distributed.initialize() "
                         "from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (or "
