@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         for family in families:
             title = FAMILIES[family][0]
             folder = write_checkpoint(family, Path(tmp) / family)
-            loads = [float("nan")]
+            loads: list[float] = []  # --skip-load: none
             if not args.skip_load:
                 log(f"{family}: checkpoint written; converting for the load timing")
                 converted = Path(tmp) / f"{family}-zoo"

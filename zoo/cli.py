@@ -310,6 +310,12 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def _add_inference_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                        help="bf16: bfloat16 matrix products, float32 accumulation (fast on "
+                        "GPUs and on CPUs with AMX; outputs differ from float32 by ~1e-3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -348,9 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "lines")
     p.add_argument("--file", help="a file in the run's dataset format (its text columns)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
-                   help="bf16: bfloat16 compute, float32 accumulation (fast on GPUs and on CPUs "
-                   "with AMX; results differ from float32 by ~1e-2)")
+    _add_inference_precision(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("embed", help="sentence embeddings (as sentence-transformers gives them)")
@@ -366,9 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the pooled vectors' lengths (default: L2-normalised)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
-                   help="bf16: bfloat16 compute, float32 accumulation (fast on GPUs and on CPUs "
-                   "with AMX; results differ from float32 by ~1e-2)")
+    _add_inference_precision(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("export", help="write a run or model for transformers (--format hf) or "

@@ -138,17 +138,18 @@ def _product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
         free_r = "".join(i for i in out if i in sr and i not in batch)
         if out != batch + free_l + free_r:
             continue
+        if not contracted or not free_r or _explicit_sharding(rhs):
+            break
         lhs = _materialized_transpose(lhs, [sl.index(i) for i in batch + free_l + contracted])
-        if lhs is None or _explicit_sharding(rhs):
+        if lhs is None:
             break
-        n_b, n_c = len(batch), len(contracted)
-        rhs_order = (batch + contracted + free_r if sr.index(contracted[0]) < sr.index(
-            free_r[0]) else batch + free_r + contracted) if contracted and free_r else None
-        if rhs_order is None:
-            break
+        # the right operand keeps its own order: [batch, contracted, free] or [.., free, ..]
+        contracted_first = sr.index(contracted[0]) < sr.index(free_r[0])
+        rhs_order = batch + (contracted + free_r if contracted_first else free_r + contracted)
         rhs = jnp.transpose(rhs, [sr.index(i) for i in rhs_order])
-        rhs_contract = [rhs_order.index(i) for i in contracted]
-        dims = ((tuple(range(lhs.ndim - n_c, lhs.ndim)), tuple(rhs_contract)),
+        n_b, n_c = len(batch), len(contracted)
+        dims = ((tuple(range(lhs.ndim - n_c, lhs.ndim)),
+                 tuple(rhs_order.index(i) for i in contracted)),
                 (tuple(range(n_b)), tuple(range(n_b))))
         return jax.lax.dot_general(lhs, rhs, dims, preferred_element_type=jnp.float32)
     return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32))
