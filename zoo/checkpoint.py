@@ -188,7 +188,7 @@ def is_model_dir(path: Path) -> bool:
     """True when ``path`` holds a zoo model directory (its manifest names our format)."""
     try:
         return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -345,6 +345,8 @@ def read_manifest(directory: str | Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
     validate_manifest(manifest, path)
     return manifest
 

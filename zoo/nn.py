@@ -306,13 +306,24 @@ def count_params(module: nnx.Module) -> int:
 # ------------------------------------------------------------------------------ configs
 
 
+# Bounds no real encoder comes near: a config beyond them is refused before anything is
+# built (a million layers would take hours to build, abstractly or not).
+MAX_SIZE = 2**31 - 1
+MAX_LAYERS = 1024
+
+
 def check_sizes(config, names=("vocab_size", "hidden_size", "num_layers", "num_heads",
                                 "intermediate_size", "max_position_embeddings")) -> None:
-    """ValueError naming the field: each of ``names`` a positive int, heads dividing width."""
+    """ValueError naming the field: each of ``names`` a positive int (at most ``MAX_SIZE``,
+    ``num_layers`` at most ``MAX_LAYERS``), heads dividing width."""
     for name in names:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        limit = MAX_LAYERS if name == "num_layers" else MAX_SIZE
+        if value > limit:
+            digits = str(value) if value < 10**20 else f"a {len(str(value))}-digit number"
+            raise ValueError(f"{name} must be at most {limit}, got {digits}")
     if config.hidden_size % config.num_heads:
         raise ValueError(f"hidden_size={config.hidden_size} is not divisible by "
                          f"num_heads={config.num_heads}")

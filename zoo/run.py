@@ -64,7 +64,7 @@ def _config_json(run_dir: Path) -> object:
     """The parsed ``config.json``, or None when absent or unparseable."""
     try:
         return json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -94,6 +94,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: not valid UTF-8 ({err.reason})") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
     data = {k: v for k, v in data.items() if k not in METHOD_SECTIONS}  # their owners read them

@@ -136,6 +136,14 @@ def test_malformed_safetensors_is_one_line(tmp_path, header, data, message):
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_a_header_nested_too_deeply_is_one_line(tmp_path):
+    path = tmp_path / "m.safetensors"
+    text = b"[" * 100_000 + b"]" * 100_000  # json's parser recurses once a level
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_safetensors(path)
+
+
 def test_header_length_past_the_file_is_refused(tmp_path):
     path = tmp_path / "m.safetensors"
     path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
@@ -191,6 +199,47 @@ def test_a_tensor_of_the_wrong_shape_is_reported(name, tmp_path):
     report = str(caught.value)
     assert str(folder) in report.splitlines()[0] and "wrong shape or dtype" in report
     assert f"expected ({size + 16}," in report or f", {size + 16})" in report
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_absurd_config_values_are_refused_before_a_model_is_built(name, tmp_path):
+    """A million layers would take hours to build; a 400-digit width overflows jax."""
+    folder = _copy(name, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    _edit_config(folder, num_hidden_layers=10**6)
+    assert "num_layers must be at most 1024, got 1000000" in _load_error(folder)
+    _edit_config(folder, num_hidden_layers=config["num_hidden_layers"], hidden_size=10**400,
+                 pooler_hidden_size=10**400 if "pooler_hidden_size" in config else None)
+    assert "got a 401-digit number" in _load_error(folder)
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert "config.json: not valid JSON (nested too deeply)" in _load_error(folder)
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_a_layer_count_the_weights_do_not_hold_is_one_line(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    layers = json.loads((folder / "config.json").read_text())["num_hidden_layers"]
+    _edit_config(folder, num_hidden_layers=layers + 3, layer_types=None)
+    message = _load_error(folder)
+    assert f"{layers + 3} layers, but model.safetensors holds {layers}" in message
+
+
+@pytest.mark.parametrize("name", ["roberta-classifier", "deberta-v2-v3-classifier"])
+def test_labels_the_classifier_does_not_have_are_refused(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    rows = zoo.load(str(GOLDEN / name)).info.num_classes
+    _edit_config(folder, id2label={str(i): f"L{i}" for i in range(rows + 1)},
+                 label2id={f"L{i}": i for i in range(rows + 1)})
+    message = _load_error(folder)
+    assert f"{rows + 1} labels, but the classifier head's weights have {rows} outputs" in message
+    _edit_config(folder, id2label=None, label2id=None, problem_type="multi_label_classification")
+    assert "multi_label_classification is not supported" in _load_error(folder)
+
+
+def test_deberta_log_buckets_of_one_are_refused(tmp_path):
+    folder = _copy("deberta-v2-v3-base", tmp_path)
+    _edit_config(folder, position_buckets=1)  # transformers divides by position_buckets // 2
+    assert "position_buckets must be <= 0 (no log buckets) or >= 2" in _load_error(folder)
 
 
 @pytest.mark.parametrize("name", [b for b, _ in BASES])

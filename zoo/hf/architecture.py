@@ -12,6 +12,7 @@ safetensors / ``.bin``, the tokenizer, which head a task model's classifier beco
 from __future__ import annotations
 
 import dataclasses
+import re
 import functools
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -80,6 +81,8 @@ TASK_CLASSES = (
     TaskClass("ForPreTraining", "mlm", renamable=False),
 )
 HF_REGRESSION = "regression"  # a value of HF's config.json problem_type
+HF_MULTI_LABEL = "multi_label_classification"  # another (no zoo task: sigmoid per label)
+_LAYER = re.compile(r"encoder/layers/(\d+)/")
 # A sequence classifier with one output (num_labels 1, or problem_type regression).
 REGRESSION = TaskClass("ForSequenceClassification", "regressor", keeps_pooler=True)
 MLM_HEAD = "mlm"  # where an MLM head is stored, whatever the task model (ELECTRA has none)
@@ -212,8 +215,15 @@ def convert_folder(path: str | Path, name: str | None = None,
             raise ConfigError(f"{path} holds a {want} head; --head {classifier_head} is a "
                               f"{get_head(classifier_head).kind} head")
         head_name = classifier_head
+    if hf.get("problem_type") == HF_MULTI_LABEL and task_cls.head == "classifier":
+        raise ConfigError(f"{where}: problem_type {HF_MULTI_LABEL} is not supported (the zoo's "
+                          "classification heads predict one label per text, by softmax)")
     params, unmapped, notes = arch.table.map(tensors, head_name or "classifier",
                                              keep_pooler=task_cls.keeps_pooler)
+    layers = {int(m.group(1)) for m in map(_LAYER.match, params) if m}
+    if layers and len(layers) != config.num_layers:  # before a model of that depth is built
+        raise ConfigError(f"{where}: {config.num_layers} layers, but {weights_file(path).name} "
+                          f"holds {len(layers)} (layers {min(layers)}-{max(layers)})")
     if arch.finish is not None:  # may return notes on what it dropped on purpose
         notes = sorted(notes + list(arch.finish(params, config) or ()))
     heads: dict[str, dict] = {}
@@ -225,6 +235,7 @@ def convert_folder(path: str | Path, name: str | None = None,
         kernel = params.get(f"heads/{stored}/classifier/kernel")
         if get_task(kind).has_classes and kernel is not None:
             n = int(kernel.shape[1])
+            _check_num_labels(hf, n, where, stored)
             heads[stored] |= {"num_classes": n, "labels": _labels(
                 hf, n, stored, lower=task_cls.lower_labels)}
 
@@ -245,6 +256,15 @@ def convert_folder(path: str | Path, name: str | None = None,
                 "converter_version": CONVERTER_VERSION},
         notes=tuple(notes),
     )
+
+
+def _check_num_labels(hf: Mapping, num_classes: int, where: str, head: str) -> None:
+    """config.json's label count (``id2label``, ``num_labels``) must be the classifier's."""
+    id2label, num_labels = hf.get("id2label"), hf.get("num_labels")
+    said = len(id2label) if isinstance(id2label, Mapping) else num_labels
+    if isinstance(said, int) and not isinstance(said, bool) and said != num_classes:
+        raise ConfigError(f"{where}: {said} labels, but the {head} head's weights have "
+                          f"{num_classes} outputs")
 
 
 def _labels(hf: Mapping, num_classes: int, head: str, *, lower: bool) -> list[str]:

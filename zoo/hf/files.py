@@ -38,6 +38,8 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -100,6 +102,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             header = json.loads(handle.read(header_len).decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
             raise bad(f"header is not JSON: {err}") from None
+        except RecursionError:
+            raise bad("header is not JSON: nested too deeply") from None
         if not isinstance(header, dict):
             raise bad("header is not a JSON object")
         header.pop("__metadata__", None)

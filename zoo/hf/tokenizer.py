@@ -132,7 +132,7 @@ def _lowercase(path: Path, source: str) -> bool:
     if config.is_file():
         try:
             value = json.loads(config.read_text(encoding="utf-8")).get("do_lower_case")
-        except (ValueError, UnicodeDecodeError, AttributeError):
+        except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
             raise ConfigError(f"{config}: not a valid JSON object") from None
         if isinstance(value, bool):
             return value

@@ -114,6 +114,8 @@ class DebertaV2Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.position_buckets == 1:  # log buckets divide by position_buckets // 2
+            raise ValueError("position_buckets must be <= 0 (no log buckets) or >= 2, got 1")
         pos_att_type = self.pos_att_type
         if pos_att_type is None:
             pos_att_type = ()

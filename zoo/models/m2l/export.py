@@ -53,7 +53,7 @@ def is_export(path: Path) -> bool:
     try:
         return path.is_dir() and json.loads((path / CONFIG).read_text(encoding="utf-8")
                                             ).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
