@@ -28,18 +28,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo.nn import Dropout, layer_norm
+from zoo.nn import ACTIVATIONS, Dropout, layer_norm
 from zoo.registry import HeadSpec, register_head
 
-ACTIVATIONS = {
-    "relu": jax.nn.relu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "silu": jax.nn.silu,
-    "tanh": jax.nn.tanh,
-}
-CLASSIFIER_STYLES = (*ACTIVATIONS, *(f"{a}-norm" for a in ACTIVATIONS if a != "tanh"))
+CLASSIFIER_STYLES = (*ACTIVATIONS, *(f"{a}-norm" for a in ACTIVATIONS))
 POOLINGS = ("cls", "mean")
 
 

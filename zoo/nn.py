@@ -362,11 +362,27 @@ def run_layers(layers, x, attention_mask, *, rngs=None):
 
 # ------------------------------------------------------------------------------ Transformer blocks
 
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_tanh(x):  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    return jax.nn.gelu(x, approximate=True)
+
+
+# Activations by transformers' names (its ACT2FN), for every family and head: config.json's
+# hidden_act / pooler_hidden_act / classifier_activation name one of these.
 ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": _gelu,
+    "gelu_python": _gelu,
+    "gelu_new": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
     "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
 }
 
 

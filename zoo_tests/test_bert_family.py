@@ -9,6 +9,7 @@ projection + classifier.dense/out_proj), written under HF's own tensor names by
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import numpy as np
@@ -276,3 +277,21 @@ def test_bin_loads_to_the_same_parameters_as_safetensors(folders, key):
     assert sorted(a) == sorted(b)
     for path in a:
         np.testing.assert_array_equal(np.asarray(b[path]), np.asarray(a[path]), err_msg=path)
+
+
+def test_activations_follow_transformers_formulas():
+    """config.json names activations as transformers' ACT2FN does; each is its formula."""
+    from zoo.nn import ACTIVATIONS
+
+    x = np.linspace(-6, 6, 97).astype(np.float32)
+    erf_gelu = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    tanh_gelu = 0.5 * x * (1 + np.tanh(0.7978845608 * x * (1 + 0.044715 * x * x)))
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    want = {"gelu": erf_gelu, "gelu_python": erf_gelu, "gelu_new": tanh_gelu,
+            "gelu_fast": tanh_gelu, "gelu_pytorch_tanh": tanh_gelu,
+            "quick_gelu": x * sigmoid(1.702 * x), "relu": np.maximum(x, 0),
+            "silu": x * sigmoid(x), "swish": x * sigmoid(x), "tanh": np.tanh(x)}
+    assert sorted(ACTIVATIONS) == sorted(want)
+    for name, values in want.items():
+        np.testing.assert_allclose(np.asarray(ACTIVATIONS[name](x)), values, rtol=1e-5,
+                                   atol=1e-6, err_msg=name)

@@ -126,7 +126,7 @@ def test_config_defaults_and_normalisation():
     (dict(hidden_size=15), "hidden_size"),
     (dict(num_layers=0), "num_layers"),
     (dict(hidden_act="mish"), "hidden_act"),
-    (dict(pooler_hidden_act="gelu_new"), "pooler_hidden_act"),
+    (dict(pooler_hidden_act="mish"), "pooler_hidden_act"),
     (dict(pos_att_type=("c2p", "p2p")), "pos_att_type"),
     (dict(pos_att_type=("c2p", "c2p")), "pos_att_type"),
     (dict(norm_rel_ebd="batch_norm"), "norm_rel_ebd"),

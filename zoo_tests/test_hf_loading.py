@@ -384,5 +384,90 @@ def test_hub_repo_without_weights(store, served, monkeypatch):
     with pytest.raises(zoo.WeightsNotFoundError, match="neither model.safetensors nor "
                                                        "pytorch_model.bin"):
         zoo.load("all-minilm-l6-v2")
-    assert [name for _, name in calls][-2:] == ["model.safetensors", "pytorch_model.bin"]
+    assert [name for _, name in calls][-4:] == ["model.safetensors", "pytorch_model.bin",
+                                                "model.safetensors.index.json",
+                                                "pytorch_model.bin.index.json"]
     assert not (store / "all-minilm-l6-v2").exists()
+
+
+def _shard(folder: Path, tensors: dict, kind: str = "safetensors", parts: int = 3) -> dict:
+    """Write ``tensors`` as ``parts`` shards and their index, as save_pretrained does above
+    max_shard_size; returns the weight_map."""
+    from safetensors.numpy import save_file
+
+    from zoo_tests.torch_format import write_torch_bin
+
+    names = sorted(tensors)
+    stem, suffix = ("model", "safetensors") if kind == "safetensors" else ("pytorch_model", "bin")
+    weight_map = {}
+    for i in range(parts):
+        shard = f"{stem}-{i + 1:05d}-of-{parts:05d}.{suffix}"
+        part = {n: tensors[n] for n in names[i::parts]}
+        if kind == "safetensors":
+            save_file(part, str(folder / shard), metadata={"format": "pt"})
+        else:
+            write_torch_bin(folder / shard, part)
+        weight_map |= dict.fromkeys(part, shard)
+    (folder / f"{stem}.{suffix}.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    return weight_map
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+def test_sharded_weights_load_as_the_whole_file(tmp_path, kind):
+    from zoo.hf import read_safetensors
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(MINILM, folder, ignore=shutil.ignore_patterns("model.safetensors", "*.bin"))
+    _shard(folder, read_safetensors(MINILM / "model.safetensors"), kind)
+    model, whole = zoo.load(str(folder)), zoo.load(str(MINILM))
+    np.testing.assert_array_equal(hidden(model), hidden(whole))
+    from zoo.hf.architecture import convert_folder
+
+    source = convert_folder(folder).source
+    assert source["file"] == ("model.safetensors" if kind == "safetensors"
+                              else "pytorch_model.bin") + ".index.json"
+    if kind == "safetensors":  # the provenance digest covers every shard's bytes
+        shard = folder / "model-00002-of-00003.safetensors"
+        data = bytearray(shard.read_bytes())
+        data[-1] ^= 1
+        shard.write_bytes(bytes(data))
+        assert convert_folder(folder).source["sha256"] != source["sha256"]
+
+
+def test_hub_download_fetches_every_shard(store, served, monkeypatch, tmp_path):
+    from zoo.hf import read_safetensors
+
+    (served / "model.safetensors").unlink()
+    weight_map = _shard(served, read_safetensors(MINILM / "model.safetensors"))
+    calls: list = []
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub(served, calls))
+    model = zoo.load("all-minilm-l6-v2")
+    fetched = [name for _, name in calls]
+    assert set(weight_map.values()) <= set(fetched) and "pytorch_model.bin" in fetched
+    np.testing.assert_array_equal(hidden(model), hidden(zoo.load(str(MINILM))))
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda m, f: m.update({next(iter(m)): "../outside.safetensors"}), ConfigError,
+     "not a .safetensors file beside the index"),
+    (lambda m, f: m.update({next(iter(m)): "model.bin"}), ConfigError,
+     "not a .safetensors file beside the index"),
+    (lambda m, f: (f / sorted(set(m.values()))[0]).unlink(), zoo.WeightsNotFoundError,
+     "model-00001-of-00003.safetensors: missing (the index model.safetensors.index.json "
+     "lists it; copy every shard)"),
+    (lambda m, f: m.pop(next(iter(m))), ConfigError, "does not hold what "
+     "model.safetensors.index.json lists for it (0 missing"),
+    (lambda m, f: m.clear(), ConfigError, "non-empty 'weight_map'"),
+])
+def test_a_broken_shard_index_is_one_line(tmp_path, edit, error, message):
+    from zoo.hf import read_safetensors
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(MINILM, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    weight_map = _shard(folder, read_safetensors(MINILM / "model.safetensors"))
+    edit(weight_map, folder)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(error) as caught:
+        zoo.load(str(folder))
+    assert message in str(caught.value) and "\n" not in str(caught.value)

@@ -12,7 +12,6 @@ safetensors / ``.bin``, the tokenizer, which head a task model's classifier beco
 from __future__ import annotations
 
 import dataclasses
-import re
 import functools
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,8 +19,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.hf.files import (SMALL_FILES, WEIGHT_FILES, check_complete, is_hf_folder, read_json,
-                          read_weights, sha256, weights_file)
+from zoo.hf.files import (INDEX_FILES, SMALL_FILES, WEIGHT_FILES, check_complete,
+                          is_hf_folder, read_json, read_weights, shards, weights_file,
+                          weights_sha256)
 from zoo.hf.export import HFExport, dumps, hf_tensors, sentence_transformers_files
 from zoo.hf.names import NameTable
 from zoo.hf.tokenizer import read_tokenizer
@@ -82,7 +82,6 @@ TASK_CLASSES = (
 )
 HF_REGRESSION = "regression"  # a value of HF's config.json problem_type
 HF_MULTI_LABEL = "multi_label_classification"  # another (no zoo task: sigmoid per label)
-_LAYER = re.compile(r"encoder/layers/(\d+)/")
 # A sequence classifier with one output (num_labels 1, or problem_type regression).
 REGRESSION = TaskClass("ForSequenceClassification", "regressor", keeps_pooler=True)
 MLM_HEAD = "mlm"  # where an MLM head is stored, whatever the task model (ELECTRA has none)
@@ -220,10 +219,6 @@ def convert_folder(path: str | Path, name: str | None = None,
                           "classification heads predict one label per text, by softmax)")
     params, unmapped, notes = arch.table.map(tensors, head_name or "classifier",
                                              keep_pooler=task_cls.keeps_pooler)
-    layers = {int(m.group(1)) for m in map(_LAYER.match, params) if m}
-    if layers and len(layers) != config.num_layers:  # before a model of that depth is built
-        raise ConfigError(f"{where}: {config.num_layers} layers, but {weights_file(path).name} "
-                          f"holds {len(layers)} (layers {min(layers)}-{max(layers)})")
     if arch.finish is not None:  # may return notes on what it dropped on purpose
         notes = sorted(notes + list(arch.finish(params, config) or ()))
     heads: dict[str, dict] = {}
@@ -252,7 +247,7 @@ def convert_folder(path: str | Path, name: str | None = None,
         model=model, config=config, params=params, heads=heads, default_head=default,
         tokenizer=tokenizer,
         source={"kind": "huggingface", "path": str(path), "hub_id": source_id or None,
-                "file": weights.name, "sha256": sha256(weights),
+                "file": weights.name, "sha256": weights_sha256(path),
                 "converter_version": CONVERTER_VERSION},
         notes=tuple(notes),
     )
@@ -425,8 +420,10 @@ def download(repo: str, download_dir: Path, name: str | None = None) -> Path:
         if not (Path(download_dir) / "tokenizer.json").is_file():
             for filename in TOKENIZER_DOWNLOADS:
                 get(filename)
-        if get(WEIGHT_FILES[0]) is None and get(WEIGHT_FILES[1]) is None:
-            raise WeightsNotFoundError(f"{repo} has neither {' nor '.join(WEIGHT_FILES)}")
+        if get(WEIGHT_FILES[0]) is None and get(WEIGHT_FILES[1]) is None \
+                and not any(_get_shards(get, name) for name in INDEX_FILES):
+            raise WeightsNotFoundError(f"{repo} has neither {' nor '.join(WEIGHT_FILES)} "
+                                       "(nor shards of either)")
     except WeightsNotFoundError:
         raise
     except Exception as err:  # offline, hub down, auth: all end the same way
@@ -435,6 +432,17 @@ def download(repo: str, download_dir: Path, name: str | None = None) -> Path:
             f"({type(err).__name__}: {str(err)[:160]}). To work offline, "
             f"{_manual(repo, name or '<preset>')}") from None
     return Path(download_dir)
+
+
+def _get_shards(get: Callable[[str], Path | None], index_name: str) -> bool:
+    """Download a shard index and every shard it lists; False when the repo has no index."""
+    index = get(index_name)
+    if index is None:
+        return False
+    for shard in sorted(shards(index, present=False)):
+        if get(shard) is None:
+            raise WeightsNotFoundError(f"{index_name} lists {shard}, which the repo lacks")
+    return True
 
 
 def fetch(arch: Architecture, spec, download_dir: Path) -> Converted:

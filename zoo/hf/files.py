@@ -1,6 +1,8 @@
 """HuggingFace checkpoint folders: what a folder must hold, JSON files, and the weights.
 
-Weights are ``model.safetensors`` (preferred) or ``pytorch_model.bin``. Neither is read
+Weights are ``model.safetensors`` (preferred) or ``pytorch_model.bin``, each whole or in
+shards listed by its ``.index.json`` (``weight_map``: tensor name -> shard file, as
+``save_pretrained`` writes a model above ``max_shard_size``). Neither is read
 with ``pickle.load``: safetensors is a JSON header plus raw little-endian arrays, read here
 with every offset and byte count checked; ``.bin`` goes through the allow-listed reader in
 ``zoo.hf.torch_bin``. Half-precision tensors (float16, bfloat16) become float32.
@@ -21,6 +23,8 @@ from zoo.errors import ConfigError
 from zoo.registry import WeightsNotFoundError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The index of each weight file's shards, in the same order of preference.
+INDEX_FILES = tuple(f"{name}.index.json" for name in WEIGHT_FILES)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # What a download fetches besides the weights (absent files are fine).
 SMALL_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
@@ -44,7 +48,7 @@ def read_json(path: Path) -> Any:
 
 def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any(
-        (path / name).is_file() for name in WEIGHT_FILES)
+        (path / name).is_file() for name in WEIGHT_FILES + INDEX_FILES)
 
 
 def check_complete(path: Path) -> None:
@@ -54,8 +58,8 @@ def check_complete(path: Path) -> None:
                                    "folder (config.json and model.safetensors or "
                                    "pytorch_model.bin)")
     missing = [] if (path / "config.json").is_file() else ["config.json"]
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES))
+    if not any((path / name).is_file() for name in WEIGHT_FILES + INDEX_FILES):
+        missing.append(" or ".join(WEIGHT_FILES) + " (or their shards' .index.json)")
     if missing:
         raise WeightsNotFoundError(
             f"{path} is not a complete HuggingFace checkpoint: it lacks {' and '.join(missing)} "
@@ -63,15 +67,70 @@ def check_complete(path: Path) -> None:
 
 
 def weights_file(path: Path) -> Path:
-    for name in WEIGHT_FILES:
+    """The folder's weights: ``model.safetensors``, else ``pytorch_model.bin``, else the
+    shard index of either (in that order)."""
+    for name in WEIGHT_FILES + INDEX_FILES:
         if (path / name).is_file():
             return path / name
-    raise WeightsNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
+    raise WeightsNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin (nor "
+                               "an .index.json of their shards)")
+
+
+def shards(index: Path, *, present: bool = True) -> dict[str, list[str]]:
+    """{shard file name: the tensor names it must hold} of a shard index, checked: a JSON
+    object whose ``weight_map`` maps names to plain file names beside the index, of the
+    index's own kind (and, with ``present``, each there)."""
+    kind = index.name[:-len(".index.json")]
+    suffix = Path(kind).suffix  # .safetensors or .bin
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{index}: not a valid shard index ({why})")
+
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise bad("expected a JSON object with a non-empty 'weight_map'")
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", "..") \
+                or not shard.endswith(suffix):
+            raise bad(f"{name!r} maps to {shard!r}, not a {suffix} file beside the index")
+        by_shard.setdefault(shard, []).append(name)
+    for shard in by_shard if present else ():
+        if not (index.parent / shard).is_file():
+            raise WeightsNotFoundError(f"{index.parent / shard}: missing (the index "
+                                       f"{index.name} lists it; copy every shard)")
+    return by_shard
+
+
+def weight_files(path: Path) -> list[Path]:
+    """Every file the folder's weights are read from (one, or the shards in name order)."""
+    file = weights_file(path)
+    if file.name not in INDEX_FILES:
+        return [file]
+    return [file.parent / shard for shard in sorted(shards(file))]
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
-    """Tensors of ``model.safetensors`` (preferred) or ``pytorch_model.bin`` in ``path``."""
+    """Tensors of ``model.safetensors`` (preferred), ``pytorch_model.bin`` or the shards
+    of either in ``path``; a shard must hold exactly the tensors its index assigns it."""
     file = weights_file(path)
+    if file.name not in INDEX_FILES:
+        return _read_one(file)
+    tensors: dict[str, np.ndarray] = {}
+    for shard, names in sorted(shards(file).items()):
+        found = _read_one(file.parent / shard)
+        if set(found) != set(names):
+            extra, missing = sorted(set(found) - set(names)), sorted(set(names) - set(found))
+            raise ConfigError(
+                f"{file.parent / shard}: does not hold what {file.name} lists for it "
+                f"({len(missing)} missing, e.g. {missing[:1]}; {len(extra)} not listed, "
+                f"e.g. {extra[:1]})")
+        tensors.update(found)
+    return tensors
+
+
+def _read_one(file: Path) -> dict[str, np.ndarray]:
     if file.suffix == ".safetensors":
         return read_safetensors(file)
     from zoo.hf.torch_bin import read_torch_bin
@@ -152,3 +211,14 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of the folder's weight file; of sharded weights, of their shards' digests
+    (one line each, ``<sha256>  <file>``, in name order) after the index's own."""
+    files = weight_files(path)
+    index = weights_file(path)
+    if files == [index]:
+        return sha256(index)
+    lines = [f"{sha256(f)}  {f.name}\n" for f in [index, *files]]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

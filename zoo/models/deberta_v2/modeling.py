@@ -41,17 +41,9 @@ from flax import nnx
 from zoo import nn
 from zoo.nn import Dropout
 
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "tanh": jnp.tanh,
-}
+ACTIVATIONS = nn.ACTIVATIONS
 # pooler_hidden_act -> the zoo head's classifier_style (dense -> act -> dropout -> out)
-POOLER_STYLES = {"gelu": "gelu", "tanh": "tanh", "relu": "relu"}
+POOLER_STYLES = {name: name for name in ACTIVATIONS}
 POS_ATT_TYPES = ("c2p", "p2c")
 NORM_REL_EBD = ("none", "layer_norm")
 IN_BOUNDS = "promise_in_bounds"  # gather indices are clamped when built: no checks needed

@@ -38,15 +38,9 @@ from zoo.nn import Dropout
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' layer_types names
 LAYER_TYPES = (GLOBAL, LOCAL)
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-}
-# The activations the zoo's heads implement (classifier_style "<act>-norm").
-HEAD_ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
+ACTIVATIONS = nn.ACTIVATIONS
+# The activations the zoo's heads implement (classifier_style "<act>-norm"): all of them.
+HEAD_ACTIVATIONS = tuple(ACTIVATIONS)
 POOLINGS = ("cls", "mean")
 
 
