@@ -126,7 +126,7 @@ def test_config_properties_read_by_the_heads():
     ({"hidden_size": 15}, "hidden_size"),
     ({"num_heads": 4, "hidden_size": 12}, "head size"),
     ({"num_layers": 0}, "num_layers"),
-    ({"local_attention": 1}, "local_attention"),
+    ({"local_attention": 0}, "local_attention"),
     ({"hidden_act": "mish"}, "hidden_act"),
     ({"classifier_activation": "mish"}, "classifier_activation"),
     ({"classifier_pooling": "max"}, "classifier_pooling"),

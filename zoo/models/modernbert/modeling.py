@@ -94,9 +94,6 @@ class ModernBertConfig:
             raise ValueError(f"the head size hidden_size/num_heads="
                              f"{self.hidden_size // self.num_heads} must be even (rotary "
                              "embeddings rotate pairs of features)")
-        if self.local_attention < 2:
-            raise ValueError(f"local_attention must be >= 2 (the window spans "
-                             f"local_attention // 2 on each side), got {self.local_attention}")
         nn.check_choice(self, "hidden_act", ACTIVATIONS)
         nn.check_choice(self, "classifier_activation", HEAD_ACTIVATIONS)
         if self.classifier_pooling not in POOLINGS:
