@@ -103,6 +103,7 @@ def compare(folder: Path, texts: list[str], batch_size: int = 16) -> dict:
     import transformers
 
     import zoo
+    from zoo.hf.files import weights_file
     from zoo.inference import uses_token_types
 
     auto, task = auto_class(folder)
@@ -134,8 +135,7 @@ def compare(folder: Path, texts: list[str], batch_size: int = 16) -> dict:
         scale = max(scale, float(np.max(np.abs(reference))))
     limit = TOLERANCE * max(1.0, scale)
     return {"task": task, "zoo head": ours.info.head or "(encoder)",
-            "weights": next(p.name for p in (folder / "model.safetensors",
-                                             folder / "pytorch_model.bin") if p.is_file()),
+            "weights": weights_file(folder).name,
             "max |diff|": diff, "scale": scale,
             "token ids": f"{same}/{total}", "pair ids": f"{same_pairs}/{total_pairs}",
             "ok": diff <= limit and same == total and same_pairs == total_pairs,
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                                             .from_pretrained(str(folder)), texts)
                 except Exception as err:  # a row that fails, not a crash of the whole table
                     row |= {"task": auto_class(folder)[1], "max |diff|": float("nan"),
-                            "scale": float("nan"), "ok": False,
+                            "scale": float("nan"), "ok": False, "pair ids": "-",
                             "first difference": f"{type(err).__name__}: {err}"[:300]}
                     all_ids = (0, len(texts))
                 row["token ids"] = f"{all_ids[0]}/{all_ids[1]}"

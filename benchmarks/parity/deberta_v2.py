@@ -19,11 +19,11 @@ covered (one checkpoint each unless said):
   scales the scores, as in transformers), ``embedding_size`` != ``hidden_size``
   (``embed_proj``);
 - task classes: base model, ForSequenceClassification with 3 labels (``id2label``;
-  ``pooler_hidden_act`` gelu, and tanh with ``cls_dropout``) and with 1 (regression),
+  ``pooler_hidden_act`` gelu, silu, and tanh with ``cls_dropout``) and with 1 (regression),
   ForTokenClassification (5 tags), ForMaskedLM in both layouts (``legacy`` true:
   ``cls.predictions.*`` tied, and untied with ``tie_word_embeddings`` false; ``legacy``
   false: ``lm_predictions.lm_head.*``);
-- ``hidden_act`` gelu, gelu_new, relu;
+- ``hidden_act`` gelu, gelu_new, gelu_fast, relu;
 - weight files: ``model.safetensors`` as transformers 5 writes it, and ``pytorch_model.bin``
   as transformers 4 wrote it (the whole state dict plus the ``position_ids`` buffer,
   ``config.json`` with ``pos_att_type: "p2c|c2p"`` and ``torch_dtype``) -- one of them
@@ -202,6 +202,8 @@ VARIANTS = (
      False),
     ("absolute-base-embed-proj", "base", {**ABSOLUTE, "embedding_size": 32}, False, False),
     ("absolute-mlm-bin", "mlm", {**ABSOLUTE, "max_position_embeddings": 128}, True, False),
+    ("v3-classifier-gelu-fast-pooler-silu", "classifier",
+     {**V3, "hidden_act": "gelu_fast", "pooler_hidden_act": "silu"}, False, False),
 )
 
 

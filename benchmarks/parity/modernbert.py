@@ -23,11 +23,11 @@ covered:
   transformers 4 wrote it; transformers 5 ignores ``safe_serialization=False``, so it is
   written with ``torch.save``);
 - architecture options: global every 3rd / 2nd layer and an explicit ``layer_types`` whose
-  layer 0 is local; sliding windows of 8 and 16 tokens (SST-2 sentences are longer, and
+  layer 0 is local; sliding windows of 1, 8 and 16 tokens (SST-2 sentences are longer, and
   padded positions far from every real token see no key at all); rotary bases per layer
   type; ``attention_bias``, ``mlp_bias``, ``norm_bias``, ``classifier_bias`` on and off;
-  ``decoder_bias`` on and off; ``hidden_activation`` gelu, gelu_pytorch_tanh and silu;
-  ``classifier_activation`` gelu, silu, relu and gelu_new; ``classifier_pooling`` cls and
+  ``decoder_bias`` on and off; ``hidden_activation`` gelu, gelu_pytorch_tanh, silu and
+  quick_gelu; ``classifier_activation`` gelu, silu, relu, gelu_new and tanh; ``classifier_pooling`` cls and
   mean; ``max_position_embeddings`` 8192 and 512.
 
 Random weights use ``initializer_range`` 0.2; every LayerNorm weight is ~ 1 + N(0, 0.3) and
@@ -191,6 +191,9 @@ VARIANTS = (
     ("modernbert-mlm-untied-nobias", "mlm",
      {"tie_word_embeddings": False, "decoder_bias": False, "classifier_activation": "gelu_new",
       "attention_bias": True}, {}),
+    ("modernbert-classifier-tanh-window1", "classifier",
+     {**_CLASSES3, "classifier_activation": "tanh", "local_attention": 1,
+      "hidden_activation": "quick_gelu"}, {}),
 )
 
 

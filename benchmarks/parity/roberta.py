@@ -16,7 +16,8 @@ covered (one checkpoint each unless said):
   as transformers 4 wrote it (the whole state dict: tied ``lm_head.decoder.*`` copies and
   the ``embeddings.position_ids`` buffer) -- transformers 5's ``save_pretrained`` ignores
   ``safe_serialization=False``, so the ``.bin`` is written with ``torch.save``;
-- ``hidden_act`` gelu, gelu_new and relu; ``type_vocab_size`` 1 (the published models) and
+- safetensors shards with their ``model.safetensors.index.json`` (``max_shard_size``);
+- ``hidden_act`` gelu, gelu_new, relu, silu and quick_gelu; ``type_vocab_size`` 1 (the published models) and
   2 (transformers' default); ``classifier_dropout`` set and unset; max_position_embeddings
   514 and 130 (128 usable positions); an untied MLM decoder (``tie_word_embeddings`` false,
   whose ``lm_head.decoder.bias`` differs from the then unused ``lm_head.bias``).
@@ -123,12 +124,15 @@ def _save_tokenizer(tokenizer, folder: Path, max_len: int) -> None:
 # ----------------------------------------------------------------------------- models
 
 
-def _write(model, folder: Path, tokenizer, *, bin_file: bool = False) -> Path:
+def _write(model, folder: Path, tokenizer, *, bin_file: bool | str = False) -> Path:
+    """``bin_file``: True writes ``pytorch_model.bin``; "sharded", safetensors shards and
+    their index (``max_shard_size`` as a model above it gets)."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
-    if bin_file:
+    model.save_pretrained(str(folder), **({"max_shard_size": "100KB"}
+                                          if bin_file == "sharded" else {}))
+    if bin_file is True:
         # transformers 4's pytorch_model.bin: the whole state dict (tied copies included)
         # plus the position_ids buffer its files carried.
         state = dict(model.state_dict())
@@ -172,7 +176,7 @@ def _model(model_type: str, task: str, config, generator):
     return model.eval()
 
 
-# (label, model_type, task, config options, write pytorch_model.bin)
+# (label, model_type, task, config options, write pytorch_model.bin / "sharded")
 VARIANTS = (
     ("roberta-base", "roberta", "base", {}, False),
     ("roberta-classifier-bin", "roberta", "classifier",
@@ -191,6 +195,9 @@ VARIANTS = (
     ("xlm-roberta-token-relu", "xlm-roberta", "token",
      {"num_labels": 5, "hidden_act": "relu"}, False),
     ("xlm-roberta-mlm-untied", "xlm-roberta", "mlm", {"tie_word_embeddings": False}, False),
+    ("roberta-classifier-silu-sharded", "roberta", "classifier", {"hidden_act": "silu"},
+     "sharded"),
+    ("xlm-roberta-base-quick-gelu", "xlm-roberta", "base", {"hidden_act": "quick_gelu"}, False),
 )
 
 

@@ -6,7 +6,7 @@ string ``"p2c|c2p"``, ``torch_dtype``) and as transformers 5.x ``save_pretrained
 (``pos_att_type`` a list, ``dtype``). Refused: ``conv_kernel_size > 0`` (the ConvLayer of
 DeBERTa-v2-xlarge and larger), ``pooler_hidden_size != hidden_size``, an
 ``attention_head_size`` other than ``hidden_size / num_attention_heads``, activations the
-zoo does not implement.
+zoo does not implement, the legacy masked-LM head when ``embedding_size != hidden_size``.
 
 Masked-LM heads in both of transformers' layouts map onto the zoo's MLM head
 (dense -> act -> LayerNorm -> decoder tied to the word embeddings, + bias): the legacy
@@ -85,6 +85,12 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
     if hf.get("pooler_hidden_size") not in (None, hidden):
         raise ConfigError(f"{where}: pooler_hidden_size {hf['pooler_hidden_size']!r} is not "
                           f"supported (the zoo's classification head needs hidden_size {hidden})")
+    classes = hf.get("architectures") if isinstance(hf.get("architectures"), list) else []
+    if hf.get("embedding_size") not in (None, hidden) and hf.get("legacy", True) is not False \
+            and any(str(c).endswith("ForMaskedLM") for c in classes):
+        raise ConfigError(f"{where}: the legacy masked-LM head with embedding_size "
+                          f"{hf['embedding_size']!r} other than hidden_size {hidden!r} is not "
+                          "supported")
     heads = hf.get("num_attention_heads")
     head_size = hf.get("attention_head_size")
     if head_size is not None and isinstance(hidden, int) and isinstance(heads, int) and heads \
