@@ -128,8 +128,9 @@ def load(
 
     ``name`` is a registered encoder (see ``zoo.list_models()``), a model directory (a
     converted checkpoint or a fine-tuned run: its stored head is used unless ``head`` says
-    otherwise) or a checkpoint folder a family recognises (e.g. a HuggingFace BERT folder).
-    A head found in the weights is restored; a requested head the weights lack, or one
+    otherwise) or a checkpoint folder a family recognises (e.g. a HuggingFace BERT folder);
+    ``weights`` names such a folder for a registered name (``"roberta-custom"``), whose stored
+    head is used likewise. A head found in the weights is restored; a requested head the weights lack, or one
     asked for with a different ``num_classes``, is initialised from ``seed`` with a
     ``HeadInitializedWarning``. ``precision="bf16"`` computes in bfloat16 with float32
     parameters and float32 accumulation (``zoo.nn.set_precision``): the fast choice for
@@ -186,8 +187,8 @@ def _load(name, head, pretrained, weights, num_classes, seed) -> ZooModel:
             except (ValueError, TypeError) as err:  # families raise plain ValueErrors
                 raise ConfigError(f"{found / checkpoint.MANIFEST}: {err}") from None
         tokenizer = _load_tokenizer(found, manifest)
-    if explicit_head is None and looks_like_path:
-        head = manifest.get("default_head")
+    if explicit_head is None and (looks_like_path or weights is not None):
+        head = manifest.get("default_head")  # the weights' own head (e.g. an HF classifier)
     return _restore(found, manifest, model_name, config, head, num_classes, seed, tokenizer,
                     verified)
 

@@ -185,6 +185,8 @@ def test_config_from_hf_defaults_are_transformers_defaults():
     ({"norm_rel_ebd": "batch_norm"}, "norm_rel_ebd 'batch_norm' is not supported"),
     ({"model_type": "deberta"}, "model_type 'deberta'"),
     ({"hidden_size": 100}, "hidden_size=100 is not divisible"),
+    ({"hidden_size": "64", "pooler_hidden_size": 64},
+     "hidden_size must be a positive integer, got '64'"),
     ({"embedding_size": 128, "architectures": ["DebertaV2ForMaskedLM"]},
      "the legacy masked-LM head with embedding_size 128 other than hidden_size"),
 ])

@@ -279,6 +279,21 @@ def test_a_folder_under_a_preset_of_another_family_is_refused(tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("name, preset", [
+    ("roberta-classifier", "roberta-custom"), ("deberta-v2-v3-regressor", "deberta-v2-custom"),
+    ("modernbert-token", "modernbert-custom")])
+def test_a_custom_name_with_weights_restores_their_head(name, preset):
+    """zoo.load("<model_type>-custom", weights=FOLDER) keeps the folder's task head, as
+    loading the folder by its path does."""
+    by_path = zoo.load(str(GOLDEN / name))
+    by_name = zoo.load(preset, weights=GOLDEN / name)
+    assert by_name.info.encoder == preset and by_name.info.head == by_path.info.head
+    assert by_path.info.head is not None
+    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine ."]
+    assert repr(by_name.predict(texts)) == repr(by_path.predict(texts))
+    assert zoo.load(preset, weights=GOLDEN / name, head="embedder").info.head == "embedder"
+
+
 def test_task_heads_are_restored_under_their_zoo_heads():
     """config.json's architectures decide the head: sequence classifiers (1 output:
     regressor), token classifiers and masked-LM heads."""

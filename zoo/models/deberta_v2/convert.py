@@ -82,7 +82,8 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
         raise ConfigError(f"{where}: conv_kernel_size {conv!r} is not supported (the "
                           "convolution layer of DeBERTa-v2-xlarge and larger is not implemented)")
     hidden = hf.get("hidden_size")
-    if hf.get("pooler_hidden_size") not in (None, hidden):
+    sized = isinstance(hidden, int) and not isinstance(hidden, bool)  # else named below
+    if sized and hf.get("pooler_hidden_size") not in (None, hidden):
         raise ConfigError(f"{where}: pooler_hidden_size {hf['pooler_hidden_size']!r} is not "
                           f"supported (the zoo's classification head needs hidden_size {hidden})")
     classes = hf.get("architectures") if isinstance(hf.get("architectures"), list) else []
