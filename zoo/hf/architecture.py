@@ -421,7 +421,7 @@ def download(repo: str, download_dir: Path, name: str | None = None) -> Path:
             for filename in TOKENIZER_DOWNLOADS:
                 get(filename)
         if get(WEIGHT_FILES[0]) is None and get(WEIGHT_FILES[1]) is None \
-                and not any(_get_shards(get, name) for name in INDEX_FILES):
+                and not any(_get_shards(get, index) for index in INDEX_FILES):
             raise WeightsNotFoundError(f"{repo} has neither {' nor '.join(WEIGHT_FILES)} "
                                        "(nor shards of either)")
     except WeightsNotFoundError:

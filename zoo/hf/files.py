@@ -103,14 +103,6 @@ def shards(index: Path, *, present: bool = True) -> dict[str, list[str]]:
     return by_shard
 
 
-def weight_files(path: Path) -> list[Path]:
-    """Every file the folder's weights are read from (one, or the shards in name order)."""
-    file = weights_file(path)
-    if file.name not in INDEX_FILES:
-        return [file]
-    return [file.parent / shard for shard in sorted(shards(file))]
-
-
 def read_weights(path: Path) -> dict[str, np.ndarray]:
     """Tensors of ``model.safetensors`` (preferred), ``pytorch_model.bin`` or the shards
     of either in ``path``; a shard must hold exactly the tensors its index assigns it."""
@@ -216,9 +208,9 @@ def sha256(path: Path) -> str:
 def weights_sha256(path: Path) -> str:
     """sha256 of the folder's weight file; of sharded weights, of their shards' digests
     (one line each, ``<sha256>  <file>``, in name order) after the index's own."""
-    files = weight_files(path)
     index = weights_file(path)
-    if files == [index]:
+    if index.name not in INDEX_FILES:
         return sha256(index)
-    lines = [f"{sha256(f)}  {f.name}\n" for f in [index, *files]]
+    files = [index, *(index.parent / shard for shard in sorted(shards(index)))]
+    lines = [f"{sha256(f)}  {f.name}\n" for f in files]
     return hashlib.sha256("".join(lines).encode()).hexdigest()

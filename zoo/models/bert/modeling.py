@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from zoo import nn

@@ -23,8 +23,7 @@ import numpy as np
 
 from zoo.errors import ConfigError
 from zoo.hf import Architecture, HFExport, NameTable, config_keys, make_config
-from zoo.models.deberta_v2.modeling import (ACTIVATIONS, POOLER_STYLES, POS_ATT_TYPES,
-                                            DebertaV2Config)
+from zoo.models.deberta_v2.modeling import ACTIVATIONS, POS_ATT_TYPES, DebertaV2Config
 
 MODEL_TYPE = "deberta-v2"
 
@@ -98,7 +97,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
             and head_size * heads != hidden:
         raise ConfigError(f"{where}: attention_head_size {head_size!r} is not supported "
                           f"(only hidden_size / num_attention_heads = {hidden // heads})")
-    for key, allowed in (("hidden_act", ACTIVATIONS), ("pooler_hidden_act", POOLER_STYLES)):
+    for key, allowed in (("hidden_act", ACTIVATIONS), ("pooler_hidden_act", ACTIVATIONS)):
         value = hf.get(key)
         if value is not None and (not isinstance(value, str) or value not in allowed):
             raise ConfigError(f"{where}: {key} {value!r} is not supported "

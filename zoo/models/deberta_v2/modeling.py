@@ -41,9 +41,7 @@ from flax import nnx
 from zoo import nn
 from zoo.nn import Dropout
 
-ACTIVATIONS = nn.ACTIVATIONS
-# pooler_hidden_act -> the zoo head's classifier_style (dense -> act -> dropout -> out)
-POOLER_STYLES = {name: name for name in ACTIVATIONS}
+ACTIVATIONS = nn.ACTIVATIONS  # hidden_act, and pooler_hidden_act: the head's classifier_style
 POS_ATT_TYPES = ("c2p", "p2c")
 NORM_REL_EBD = ("none", "layer_norm")
 IN_BOUNDS = "promise_in_bounds"  # gather indices are clamped when built: no checks needed
@@ -85,7 +83,7 @@ class DebertaV2Config:
     def __post_init__(self):
         nn.check_sizes(self)
         nn.check_choice(self, "hidden_act", ACTIVATIONS)
-        nn.check_choice(self, "pooler_hidden_act", POOLER_STYLES)
+        nn.check_choice(self, "pooler_hidden_act", ACTIVATIONS)
         if self.model_type != "deberta-v2":
             raise ValueError(f"model_type {self.model_type!r}: expected 'deberta-v2'")
         for name in ("dropout", "attention_dropout", "classifier_dropout"):
@@ -162,7 +160,7 @@ class DebertaV2Config:
     # What the architecture-neutral heads read (see zoo/heads.py).
     @property
     def classifier_style(self) -> str:
-        return POOLER_STYLES[self.pooler_hidden_act]
+        return self.pooler_hidden_act  # dense -> act -> dropout -> out
 
     @property
     def classifier_pooling(self) -> str:

@@ -25,8 +25,8 @@ import numpy as np
 
 from zoo.errors import ConfigError
 from zoo.hf import Architecture, HFExport, NameTable, make_config
-from zoo.models.modernbert.modeling import (ACTIVATIONS, GLOBAL, HEAD_ACTIVATIONS, LAYER_TYPES,
-                                            LOCAL, POOLINGS, ModernBertConfig, layer_pattern)
+from zoo.models.modernbert.modeling import (ACTIVATIONS, GLOBAL, LAYER_TYPES, LOCAL, POOLINGS,
+                                            ModernBertConfig, layer_pattern)
 
 # HF activation names the zoo computes under another name (the same function).
 _ALIASES = {"swish": "silu", "gelu_pytorch_tanh": "gelu_new"}
@@ -138,7 +138,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> ModernBertConfig:
         values["layer_norm_eps"] = eps
     values["hidden_act"] = _activation(hf, "hidden_activation", "gelu", ACTIVATIONS, where)
     values["classifier_activation"] = _activation(hf, "classifier_activation", "gelu",
-                                                  HEAD_ACTIVATIONS, where)
+                                                  ACTIVATIONS, where)
     pooling = values.get("classifier_pooling", "cls")
     if pooling not in POOLINGS:
         raise _unsupported(where, "classifier_pooling", pooling,

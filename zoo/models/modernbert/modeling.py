@@ -38,9 +38,7 @@ from zoo.nn import Dropout
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' layer_types names
 LAYER_TYPES = (GLOBAL, LOCAL)
-ACTIVATIONS = nn.ACTIVATIONS
-# The activations the zoo's heads implement (classifier_style "<act>-norm"): all of them.
-HEAD_ACTIVATIONS = tuple(ACTIVATIONS)
+ACTIVATIONS = nn.ACTIVATIONS  # also the heads' (classifier_style "<act>-norm")
 POOLINGS = ("cls", "mean")
 
 
@@ -95,7 +93,7 @@ class ModernBertConfig:
                              f"{self.hidden_size // self.num_heads} must be even (rotary "
                              "embeddings rotate pairs of features)")
         nn.check_choice(self, "hidden_act", ACTIVATIONS)
-        nn.check_choice(self, "classifier_activation", HEAD_ACTIVATIONS)
+        nn.check_choice(self, "classifier_activation", ACTIVATIONS)
         if self.classifier_pooling not in POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {', '.join(POOLINGS)}, "
                              f"got {self.classifier_pooling!r}")
