@@ -24,6 +24,11 @@ covered (one checkpoint each unless said):
   ``cls.predictions.*`` tied, and untied with ``tie_word_embeddings`` false; ``legacy``
   false: ``lm_predictions.lm_head.*``);
 - ``hidden_act`` gelu, gelu_new, gelu_fast, relu;
+- tokenizers: ``tokenizer.json`` as transformers 5 saves it, and -- as the hub's
+  ``microsoft/deberta-v3-*`` ship it -- ``spm.model`` alone (a SentencePiece Unigram model
+  trained here with the sentencepiece library, DeBERTa's special ids, its NFKC character
+  map), once with ``do_lower_case``, ``split_by_punct``, ``add_prefix_space`` false, an
+  identity normaliser and an ``added_tokens.json``;
 - weight files: ``model.safetensors`` as transformers 5 writes it, and ``pytorch_model.bin``
   as transformers 4 wrote it (the whole state dict plus the ``position_ids`` buffer,
   ``config.json`` with ``pos_att_type: "p2c|c2p"`` and ``torch_dtype``) -- one of them
@@ -35,7 +40,9 @@ Random weights use ``initializer_range`` 0.2 and every LayerNorm and bias is per
 
 ``write_golden(root)`` writes the tiny golden folders of ``zoo_tests/test_deberta_v2.py``:
 safetensors checkpoints plus ``expected.npz`` (transformers' input ids, attention mask,
-token types and outputs on ``GOLDEN_SENTENCES``).
+token types and outputs on ``GOLDEN_SENTENCES``); for a folder with ``spm.model``, also
+``token_ids.json`` (transformers' ids of ``spm_texts()``), and the tokenizer-only folder
+``spm-options``.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.parity.common import cli, perturb, save_expected, sentences
+from benchmarks.parity.common import SST2_TRAIN, cli, perturb, save_expected, sentences
 
 SEED = 1234
 SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]")  # ids 0..3; [MASK] last, as DeBERTa-v3's
@@ -91,6 +98,58 @@ def deberta_v3_tokenizer(vocab_size: int, texts: list[str]):
         single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
         special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
     return tokenizer
+
+
+MRPC = SST2_TRAIN.parents[1] / "MRPC"
+# Texts the SentencePiece checks add to SST-2's: spacing, NFKC, accents, specials in the text.
+SPM_EXTRAS = ("Hello  World!\tCafé   ﬁne ①", " leading and trailing  ", "[MASK] is [CLS] x",
+              "", "ＡＢＣ full width", "it's [MASK] <mask> x <extra>", "two  spaces\n\nnew",
+              "x [UNK] y", "Ünïcödé façade — “quotes” …", "emoji 😀 and 中文字符")
+# label -> (SentencePiece normalisation, tokenizer_config.json, added_tokens.json or None).
+# The hub's DeBERTa-v3 config is the first; the second turns every option of transformers'
+# DebertaV2Tokenizer the other way.
+SPM_HUB = ("nmt_nfkc", {"do_lower_case": False, "vocab_type": "spm"}, None)
+SPM_OPTIONS = ("identity", {"do_lower_case": True, "split_by_punct": True,
+                            "add_prefix_space": False, "vocab_type": "spm"},
+               {"[MASK]": None, "<extra>": None})
+
+
+def _mrpc(split: str) -> list[str]:
+    lines = (MRPC / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return [text for line in lines for text in line.split("\t")[3:5]]
+
+
+def spm_texts() -> list[str]:
+    """What the golden SentencePiece token ids are checked on: 150 SST-2 dev sentences, 60 MRPC
+    dev sentences (mixed case), ``SPM_EXTRAS``. (The parity session checks the whole SST-2
+    dev set and 200 MRPC pairs.)"""
+    dev = (SST2_TRAIN.parent / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:151]
+    return [line.split("\t")[0] for line in dev] + _mrpc("dev")[:60] + list(SPM_EXTRAS)
+
+
+def write_spm(folder: Path, pieces: int, setup: tuple) -> None:
+    """``spm.model`` (a SentencePiece Unigram model of ``pieces`` pieces trained on SST-2 and
+    MRPC train text, DeBERTa's ``[PAD] [CLS] [SEP] [UNK]`` = 0..3) + ``tokenizer_config.json``
+    (+ ``added_tokens.json`` after the pieces) in ``folder``, replacing any tokenizer files."""
+    import io
+
+    import sentencepiece
+
+    normalization, config, added = setup
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    model = io.BytesIO()
+    texts = sentences(20_000) + _mrpc("train")[:4_000]
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=pieces,
+        model_type="unigram", normalization_rule_name=normalization, pad_id=0, bos_id=1,
+        eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]",
+        unk_piece="[UNK]", num_threads=1, minloglevel=2)
+    (folder / "spm.model").write_bytes(model.getvalue())
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    if added:
+        (folder / "added_tokens.json").write_text(json.dumps(
+            {token: pieces + i for i, token in enumerate(added)}))
 
 
 def _save_tokenizer(tokenizer, folder: Path, max_len: int) -> None:
@@ -204,7 +263,13 @@ VARIANTS = (
     ("absolute-mlm-bin", "mlm", {**ABSOLUTE, "max_position_embeddings": 128}, True, False),
     ("v3-classifier-gelu-fast-pooler-silu", "classifier",
      {**V3, "hidden_act": "gelu_fast", "pooler_hidden_act": "silu"}, False, False),
+    ("v3-classifier-spm-bin", "classifier",
+     {**V3, "num_labels": 2, "id2label": {0: "negative", 1: "positive"}}, True, True),
+    ("v2-token-spm-options", "token", {**V2, "num_labels": 3}, False, False),
 )
+# The variants whose folder holds spm.model instead of tokenizer.json (see write_spm).
+SPM_VARIANTS = {"v3-classifier-spm-bin": SPM_HUB, "v2-token-spm-options": SPM_OPTIONS,
+                "deberta-v2-v3-classifier-spm": SPM_HUB}
 
 
 def _build(root: Path, variants, *, vocab: int, sizes: dict | None = None
@@ -224,6 +289,9 @@ def _build(root: Path, variants, *, vocab: int, sizes: dict | None = None
         if bin_file:
             _write_bin(model, folder, _hub_extras(model) if hub else {})
         _save_tokenizer(tokenizer, folder, model.config.max_position_embeddings)
+        if label in SPM_VARIANTS:  # pieces + [MASK] (+ the added tokens) fill the vocabulary
+            setup = SPM_VARIANTS[label]
+            write_spm(folder, model.config.vocab_size - 1 - len(setup[2] or ()), setup)
         out.append((label, folder))
     return out
 
@@ -247,6 +315,8 @@ GOLDEN = (
     ("v2-base-pairs", "base",
      {**V2, "pos_att_type": ["c2p", "p2c"], "hidden_act": "gelu_new"}, False, False),
     ("absolute-base", "base", {**ABSOLUTE, "embedding_size": 8}, False, False),
+    ("v3-classifier-spm", "classifier",
+     {**V3, "num_labels": 2, "id2label": {0: "negative", 1: "positive"}}, False, False),
 )
 GOLDEN_SIZES = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
                 "intermediate_size": 32, "position_buckets": 8, "max_position_embeddings": 128}
@@ -268,7 +338,7 @@ def write_golden(root: Path) -> list[Path]:
     (``zoo_tests/golden``)."""
     import torch
     import transformers
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, DebertaV2Tokenizer
 
     root = Path(root)
     golden = tuple((f"deberta-v2-{label}", *rest) for label, *rest in GOLDEN)
@@ -291,8 +361,26 @@ def write_golden(root: Path) -> list[Path]:
             if pairs else {}
         save_expected(folder, batch, result, task, GOLDEN_SENTENCES, positions=golden_positions,
                       **extra)
+        if (folder / "spm.model").is_file():
+            _save_token_ids(folder, tokenizer)
         folders.append(folder)
-    return folders
+    options = root / "spm-options"  # a tokenizer without a model
+    options.mkdir(parents=True, exist_ok=True)
+    write_spm(options, 297, SPM_OPTIONS)
+    _save_token_ids(options, DebertaV2Tokenizer.from_pretrained(str(options)))
+    return folders + [options]
+
+
+def _save_token_ids(folder: Path, tokenizer) -> None:
+    """``token_ids.json``: transformers' ids of ``spm_texts()``, alone and as MRPC pairs."""
+    texts = spm_texts()
+    pairs = list(zip(texts[150:210:2], texts[151:210:2]))
+    encoded = tokenizer([a for a, _ in pairs], [b for _, b in pairs],
+                        return_token_type_ids=True)
+    (folder / "token_ids.json").write_text(json.dumps({
+        "texts": texts, "ids": tokenizer(texts)["input_ids"], "pairs": pairs,
+        "pair_ids": encoded["input_ids"], "pair_type_ids": encoded["token_type_ids"]},
+        ensure_ascii=False, separators=(",", ":")))
 
 
 if __name__ == "__main__":

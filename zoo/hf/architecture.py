@@ -32,7 +32,9 @@ CONVERTER_VERSION = "2"
 FORMATS = ("a HuggingFace checkpoint folder (config.json and model.safetensors or "
            "pytorch_model.bin)")
 # Tokenizer files a download also tries (a repository ships one kind or another).
-TOKENIZER_DOWNLOADS = ("vocab.json", "merges.txt")
+# The slow tokenizers' files, fetched when a repo has no tokenizer.json (microsoft/deberta-v3-*
+# ship only spm.model).
+TOKENIZER_DOWNLOADS = ("vocab.json", "merges.txt", "spm.model", "added_tokens.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,7 +398,8 @@ def write_folder(arch: Architecture, model, folder: Path) -> dict:
 def _manual(repo: str, name: str) -> str:
     return (f"on a machine with network access run `huggingface-cli download {repo} "
             f"{' '.join(SMALL_FILES)} model.safetensors --local-dir DIR` (older repos ship "
-            f"pytorch_model.bin instead), copy DIR here, then "
+            f"pytorch_model.bin instead; a repo without tokenizer.json needs vocab.json + "
+            f"merges.txt or spm.model), copy DIR here, then "
             f"`python -m convert.hf_to_flax DIR --model {name}` (or pass weights=DIR)")
 
 

@@ -25,7 +25,6 @@ from zoo.registry import WeightsNotFoundError
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # The index of each weight file's shards, in the same order of preference.
 INDEX_FILES = tuple(f"{name}.index.json" for name in WEIGHT_FILES)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # What a download fetches besides the weights (absent files are fine).
 SMALL_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
                "special_tokens_map.json")

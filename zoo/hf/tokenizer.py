@@ -2,7 +2,10 @@
 
 In order of preference: ``tokenizer.json`` (any model the ``tokenizers`` library reads:
 WordPiece, byte-level BPE, Unigram), ``vocab.json`` + ``merges.txt`` (byte-level BPE, as
-RoBERTa's slow tokenizer writes them), ``vocab.txt`` (WordPiece, as BERT's). Padding and
+RoBERTa's slow tokenizer writes them), ``spm.model`` (a SentencePiece Unigram model, as
+DeBERTa-v2/v3's: the hub's ``microsoft/deberta-v3-*`` ship nothing else; built as
+transformers 5 builds it, without the sentencepiece library), ``vocab.txt`` (WordPiece, as
+BERT's). Padding and
 truncation baked into a file are turned off (the zoo pads to length buckets). Special
 tokens are not assumed: the roles the zoo reads from the tokenizer (``zoo.text.special_ids``)
 are checked against ``special_tokens_map.json`` / ``tokenizer_config.json`` when present.
@@ -10,7 +13,6 @@ are checked against ``special_tokens_map.json`` / ``tokenizer_config.json`` when
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -19,6 +21,13 @@ from zoo.hf.files import read_json
 from zoo.registry import WeightsNotFoundError
 
 ROLES = ("pad", "cls", "sep", "mask", "unk")
+SPM_FILE = "spm.model"
+# transformers' order of the special-token attributes: a named token the vocabulary lacks
+# is appended in this order.
+SPECIAL_ATTRIBUTES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+SPM_SPECIALS = {"bos": "[CLS]", "eos": "[SEP]", "unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]",
+                "cls": "[CLS]", "mask": "[MASK]"}  # DebertaV2Tokenizer's defaults
+ADDED_FLAGS = ("special", "normalized", "lstrip", "rstrip", "single_word")
 
 
 def read_tokenizer(path: Path, source: str = ""):
@@ -32,14 +41,17 @@ def read_tokenizer(path: Path, source: str = ""):
             raise ConfigError(f"{json_path}: not a valid tokenizer.json ({err})") from None
     elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         tokenizer = _byte_level_bpe(path)
+    elif (path / SPM_FILE).is_file():
+        tokenizer = _sentencepiece(path)
     elif (path / "vocab.txt").is_file():
         tokenizer = _wordpiece(path, source or str(path))
     else:
         others = [p.name for p in path.glob("*.model")]
-        hint = (f" ({', '.join(others)} is a SentencePiece model: save the tokenizer with "
-                "transformers' fast tokenizer to get tokenizer.json)" if others else "")
-        raise WeightsNotFoundError(f"{path}: no tokenizer.json, vocab.json + merges.txt or "
-                                   f"vocab.txt{hint}")
+        hint = (f" ({', '.join(others)} is a SentencePiece model of another name: save the "
+                "tokenizer with transformers' fast tokenizer to get tokenizer.json)"
+                if others else "")
+        raise WeightsNotFoundError(f"{path}: no tokenizer.json, vocab.json + merges.txt, "
+                                   f"{SPM_FILE} or vocab.txt{hint}")
     tokenizer.no_padding()
     tokenizer.no_truncation()
     named = special_token_names(path)
@@ -49,7 +61,7 @@ def read_tokenizer(path: Path, source: str = ""):
     return tokenizer
 
 
-def special_token_names(path: Path) -> dict[str, str]:
+def special_token_names(path: Path, roles: tuple[str, ...] = ROLES) -> dict[str, str]:
     """Role -> token as ``special_tokens_map.json`` (else ``tokenizer_config.json``) names it."""
     names: dict[str, str] = {}
     for file in ("tokenizer_config.json", "special_tokens_map.json"):  # the map wins
@@ -58,7 +70,7 @@ def special_token_names(path: Path) -> dict[str, str]:
         values = read_json(path / file)
         if not isinstance(values, dict):
             raise ConfigError(f"{path / file}: expected a JSON object")
-        for role in ROLES:
+        for role in roles:
             value = values.get(f"{role}_token")
             if isinstance(value, dict):
                 value = value.get("content")
@@ -106,10 +118,7 @@ def _byte_level_bpe(path: Path):
     except Exception as err:
         raise ConfigError(f"{path}: vocab.json / merges.txt are not a BPE vocabulary "
                           f"({err})") from None
-    config = read_json(path / "tokenizer_config.json") \
-        if (path / "tokenizer_config.json").is_file() else {}
-    prefix_space = bool(config.get("add_prefix_space", False)) if isinstance(config, dict) \
-        else False
+    prefix_space = _setting(path, "add_prefix_space", False)
     tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     tokenizer.decoder = decoders.ByteLevel()
@@ -128,15 +137,31 @@ def _byte_level_bpe(path: Path):
 def _lowercase(path: Path, source: str) -> bool:
     """Casing per tokenizer_config.json's do_lower_case, else by the repo or folder's own
     name ('...-cased' keeps case), else lowercase as HF's BertTokenizer does."""
-    config = path / "tokenizer_config.json"
-    if config.is_file():
-        try:
-            value = json.loads(config.read_text(encoding="utf-8")).get("do_lower_case")
-        except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
-            raise ConfigError(f"{config}: not a valid JSON object") from None
-        if isinstance(value, bool):
-            return value
+    value = _config(path).get("do_lower_case")
+    if isinstance(value, bool):
+        return value
     return not re.search(r"(?<!un)cased", source.lower().rstrip("/").rsplit("/", 1)[-1])
+
+
+def _config(path: Path) -> dict:
+    """``tokenizer_config.json`` as a dict ({} when the folder has none)."""
+    file = path / "tokenizer_config.json"
+    if not file.is_file():
+        return {}
+    values = read_json(file)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{file}: expected a JSON object")
+    return values
+
+
+def _setting(path: Path, key: str, default: bool) -> bool:
+    value = _config(path).get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path / 'tokenizer_config.json'}: {key} must be true or false, "
+                          f"got {value!r}")
+    return value
 
 
 def _wordpiece(path: Path, source: str):
@@ -165,3 +190,102 @@ def _wordpiece(path: Path, source: str):
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     tokenizer.post_processor = processors.BertProcessing((sep, vocab[sep]), (cls, vocab[cls]))
     return tokenizer
+
+
+def _sentencepiece(path: Path):
+    """DeBERTa-v2/v3's tokenizer from ``spm.model``, as transformers 5's DebertaV2Tokenizer
+    builds it: the pieces as a Unigram model, the model's character map as the normaliser
+    (or whitespace runs to one space + NFC when it has none), Metaspace pieces, control
+    pieces and the named special tokens as special tokens, ``[CLS] A [SEP] (B [SEP])``."""
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
+                            pre_tokenizers, processors)
+
+    from zoo.hf.sentencepiece import CONTROL, MODEL_TYPES, UNIGRAM, read_model
+
+    spm = read_model(path / SPM_FILE)
+    if spm.model_type != UNIGRAM:
+        kind = MODEL_TYPES.get(spm.model_type, f"type-{spm.model_type}")
+        raise ConfigError(f"{path / SPM_FILE}: a SentencePiece {kind} model; the zoo reads "
+                          "Unigram models. Save the tokenizer with transformers "
+                          "to get tokenizer.json")
+    names = SPM_SPECIALS | special_token_names(path, SPECIAL_ATTRIBUTES)
+    vocab = [(piece, score) for piece, score, _ in spm.pieces]
+    unk = (names["unk"], 0.0)
+    tokenizer = Tokenizer(models.Unigram(
+        vocab, unk_id=vocab.index(unk) if unk in vocab else spm.unk_id, byte_fallback=False))
+    steps = [normalizers.Lowercase()] if _setting(path, "do_lower_case", False) else []
+    if spm.precompiled_charsmap:
+        try:
+            steps.append(normalizers.Precompiled(spm.precompiled_charsmap))
+        except Exception as err:  # the tokenizers library raises plain Exceptions
+            raise ConfigError(f"{path / SPM_FILE}: its precompiled character map is "
+                              f"malformed ({err})") from None
+        steps += [normalizers.Strip(left=False, right=True),
+                  normalizers.Replace(Regex(" {2,}"), " ")]
+    else:
+        steps += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+                  normalizers.Strip(left=False, right=True)]
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    scheme = "always" if _setting(path, "add_prefix_space", True) else "first"
+    splits = [pre_tokenizers.Punctuation(behavior="isolated")] \
+        if _setting(path, "split_by_punct", False) else []
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [*splits, pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)])
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme)
+    tokenizer.add_special_tokens([AddedToken(piece, special=True, normalized=False)
+                                  for piece, _, kind in spm.pieces if kind == CONTROL])
+    named: set[str] = set()  # tokens whose flags the files set
+    for token_id, token in _added_tokens(path, [piece for piece, _ in vocab],
+                                         set(names.values())):
+        tokenizer.add_tokens([token])  # the file's flags win over the control pieces'
+        if tokenizer.token_to_id(token.content) != token_id:
+            raise ConfigError(f"{path}: its added token {token.content!r} must have id "
+                              f"{token_id} (added tokens follow the vocabulary without gaps), but gets "
+                              f"{tokenizer.token_to_id(token.content)}")
+        named.add(token.content)
+    tokenizer.add_special_tokens([
+        AddedToken(names[role], special=True, normalized=False)
+        for role in SPECIAL_ATTRIBUTES if names[role] not in named])
+    cls, sep = names["cls"], names["sep"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))])
+    return tokenizer
+
+
+def _added_tokens(path: Path, pieces: list[str], specials: set[str]) -> list:
+    """(id, AddedToken) by id, from ``added_tokens.json`` ({token: id}; transformers adds them
+    normalised, special when they name a special token) and tokenizer_config.json's
+    ``added_tokens_decoder`` ({id: {content, special, normalized, ...}}, which wins). An id
+    inside the SentencePiece vocabulary must name its piece (the entry sets its flags); those
+    after it must follow it without a gap."""
+    from tokenizers import AddedToken
+
+    found: dict[int, AddedToken] = {}
+    file = path / "added_tokens.json"
+    if file.is_file():
+        values = read_json(file)
+        if not isinstance(values, dict) or not all(
+                isinstance(k, str) and type(v) is int and v >= 0 for k, v in values.items()):
+            raise ConfigError(f"{file}: expected a JSON object of token -> id (an integer "
+                              "from 0)")
+        for content, token_id in values.items():
+            found[token_id] = AddedToken(content, special=content in specials, normalized=True)
+    decoder = _config(path).get("added_tokens_decoder")
+    if decoder is not None:
+        where = f"{path / 'tokenizer_config.json'}: added_tokens_decoder"
+        if not isinstance(decoder, dict):
+            raise ConfigError(f"{where} must be a JSON object of id -> token")
+        for key, entry in decoder.items():
+            if not (key.isascii() and key.isdigit() and len(key) < 10 and isinstance(entry, dict)
+                    and isinstance(entry.get("content"), str) and entry["content"]
+                    and all(isinstance(entry.get(f, False), bool) for f in ADDED_FLAGS)):
+                raise ConfigError(f"{where}: entry {key!r} must map an id to "
+                                  "{\"content\": a token, and true/false flags}")
+            flags = {f: entry[f] for f in ADDED_FLAGS if f in entry}
+            found[int(key)] = AddedToken(entry["content"], **flags)
+    for token_id, token in found.items():
+        if token_id < len(pieces) and pieces[token_id] != token.content:
+            raise ConfigError(f"{path}: its added token {token.content!r} has id {token_id}, "
+                              f"which is {pieces[token_id]!r} in {SPM_FILE}")
+    return sorted(found.items(), key=lambda item: item[0])
