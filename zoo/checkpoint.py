@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence
@@ -25,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from zoo.errors import ConfigError, ZooError
+from zoo.fsutil import json_or_none, read_json
 
 FORMAT = "zoo-model/1"
 MANIFEST = "zoo.json"
@@ -122,8 +124,42 @@ def check_tree(
         ):
             if items:
                 lines.append(f"  {len(items)} {title}:")
-                lines.extend(f"    {item}" for item in items)
+                lines.extend(f"    {item}" for item in grouped(items))
         raise CheckpointMismatchError("\n".join(lines))
+
+
+_INDEX = re.compile(r"(?<=[/.])\d+(?=[/.:]|$)")  # a layer number in a/3/b or a.3.b
+
+
+def grouped(items: Sequence[str], least: int = 3) -> list[str]:
+    """Report lines that differ only in one layer number, as one line: ``blocks/{2..1023}/x``
+    (a 2-layer checkpoint under a 1024-layer config is 16 lines, not 16,000)."""
+    order = {item: i for i, item in enumerate(items)}
+    by_pattern: dict[str, list[tuple[tuple[int, ...], str]]] = {}
+    for item in items:
+        numbers = tuple(int(n) for n in _INDEX.findall(item))
+        by_pattern.setdefault(_INDEX.sub("\0", item), []).append((numbers, item))
+    lines: list[tuple[int, str]] = []  # (where the first item was, line)
+    for pattern, members in by_pattern.items():
+        width = len(members[0][0])
+        at = next((i for i in range(width) if len({n[i] for n, _ in members}) > 1), 0)
+        subgroups: dict[tuple[int, ...], list[tuple[int, str]]] = {}
+        for numbers, item in members:
+            key = numbers[:at] + numbers[at + 1:]
+            subgroups.setdefault(key, []).append((numbers[at] if width else 0, item))
+        for others, group in subgroups.items():
+            if not width or len(group) < least:
+                lines += [(order[item], item) for _, item in group]
+                continue
+            values = sorted(value for value, _ in group)
+            span = (f"{{{values[0]}..{values[-1]}}}"
+                    if values == list(range(values[0], values[-1] + 1))
+                    else "{" + ",".join(map(str, values)) + "}")
+            fill = iter([*others[:at], span, *others[at:]])
+            lines.append((min(order[item] for _, item in group),
+                          re.sub("\0", lambda _: str(next(fill)), pattern)
+                          + f" ({len(group)} of them)"))
+    return [line for _, line in sorted(lines)]
 
 
 # ---------------------------------------------------------------------------- directory I/O
@@ -186,10 +222,8 @@ def _replaceable_model_dir(path: Path) -> bool:
 
 def is_model_dir(path: Path) -> bool:
     """True when ``path`` holds a zoo model directory (its manifest names our format)."""
-    try:
-        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return False
+    manifest = json_or_none(path / MANIFEST)
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
 def _this_process_only():
@@ -341,12 +375,7 @@ def read_manifest(directory: str | Path) -> dict:
             f"{directory} is not a zoo model directory: {MANIFEST} is missing "
             "(convert a checkpoint with a command from convert/, or export a run)"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
+    manifest = read_json(path)
     validate_manifest(manifest, path)
     return manifest
 

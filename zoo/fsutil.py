@@ -9,13 +9,38 @@ the tool's own output *and* the caller passed ``overwrite=True``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from zoo.errors import ZooError
+from zoo.errors import ConfigError, ZooError
+
+
+def read_json(path: Path) -> object:
+    """A JSON file's value, or one ``ConfigError`` line naming the file: not UTF-8, not JSON
+    (with the line), nested too deeply for the parser. ``OSError`` passes through."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON (not UTF-8: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+def json_or_none(path: Path) -> object:
+    """For probes ("is this folder ours?"): the JSON value, or None when the file is absent,
+    unreadable or not JSON."""
+    try:
+        return read_json(path)
+    except (OSError, ConfigError):
+        return None
 
 
 def _read_umask() -> int:

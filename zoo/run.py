@@ -27,7 +27,8 @@ from flax import nnx
 from zoo import checkpoint, sharding
 from zoo.errors import ConfigError, InvalidArgumentError
 from zoo.fsutil import (FolderLock, InUseError, OutputExistsError, atomic_file,
-                        atomic_write_text, check_output, is_temporary_name)
+                        atomic_write_text, check_output, is_temporary_name, json_or_none,
+                        read_json)
 from zoo.hub import load
 from zoo.model import ZooModel
 from zoo.prepare import (EVAL_BATCH_SIZE, STREAM_WINDOW, TOKENIZER_SAMPLE,  # noqa: F401
@@ -62,10 +63,7 @@ def _own_entry(name: str) -> bool:
 
 def _config_json(run_dir: Path) -> object:
     """The parsed ``config.json``, or None when absent or unparseable."""
-    try:
-        return json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
+    return json_or_none(run_dir / CONFIG)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -88,14 +86,7 @@ def is_run_dir(path: str | Path) -> bool:
 def read_run_config(run_dir: str | Path) -> TrainConfig:
     """A run's ``config.json``, checked like the flags it came from (errors name the file)."""
     path = Path(run_dir) / CONFIG
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not valid UTF-8 ({err.reason})") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
     data = {k: v for k, v in data.items() if k not in METHOD_SECTIONS}  # their owners read them

@@ -380,7 +380,11 @@ def tokenizer_files(tokenizer: Tokenizer, max_len: int) -> dict[str, str]:
     special tokens from (the roles the zoo itself uses), as {file name: text}."""
     import json
 
-    roles = {role: tokenizer.id_to_token(i) for role, i in special_ids(tokenizer).items()}
+    # An added token by its content: id_to_token gives a normalised one's normalised form
+    # ("[mask]" under a lower-casing normaliser), which is not in the vocabulary.
+    added = tokenizer.get_added_tokens_decoder()
+    roles = {role: added[i].content if i in added else tokenizer.id_to_token(i)
+             for role, i in special_ids(tokenizer).items()}
     specials = {f"{role}_token": token for role, token in sorted(roles.items())}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": int(max_len),
               "clean_up_tokenization_spaces": False, **specials}

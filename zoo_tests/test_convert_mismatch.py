@@ -44,7 +44,8 @@ def test_more_layers_are_unexpected(tmp_path):
 def test_other_preset_reports_missing_and_misshaped_together(tmp_path):
     report = _refusal(_pickle(tmp_path), model="encoder-mlm-v1")
     assert "missing" in report and "wrong shape" in report
-    assert "encoder/blocks/5/attention/value/kernel" in report  # v1 has 6 layers, tiny 2
+    # v1 has 6 layers, tiny 2: one line per tensor of the missing layers
+    assert "encoder/blocks/{2..5}/attention/value/kernel (4 of them)" in report
     assert "encoder/embed/embedding: expected (25000, 128)" in report
     assert "heads/mlm/decoder/kernel" in report
 
@@ -96,3 +97,17 @@ def test_cli_converts_and_summarises(tmp_path):
     assert "heads: classifier (classification)" in result.stdout
     assert str(tmp_path / "out") in result.stdout
     assert zoo.load(str(tmp_path / "out")).info.head == "classifier"
+
+
+def test_layer_numbers_are_grouped_in_reports():
+    from zoo.checkpoint import grouped
+
+    items = sorted([f"encoder/blocks/{i}/mlp/kernel: expected (4, 8) float32" for i in
+                    range(2, 1024)] + ["encoder/embed/embedding", "encoder/blocks/0/x/bias"]
+                   + [f"bert.encoder.layer.{i}.output.dense.weight (8, 4)" for i in (1, 3, 9)]
+                   + ["h/1/a/2/w", "h/1/a/3/w"])
+    assert grouped(items) == [
+        "bert.encoder.layer.{1,3,9}.output.dense.weight (8, 4) (3 of them)",
+        "encoder/blocks/0/x/bias",
+        "encoder/blocks/{2..1023}/mlp/kernel: expected (4, 8) float32 (1022 of them)",
+        "encoder/embed/embedding", "h/1/a/2/w", "h/1/a/3/w"]  # fewer than 3: as they are

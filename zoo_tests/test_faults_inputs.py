@@ -365,6 +365,8 @@ MALFORMED = [
     ("manifest-is-a-list", _write("zoo.json", b"[1, 2]"), "zoo.json: expected a JSON object"),
     ("manifest-not-json", _write("zoo.json", b"{\"format\": "), "zoo.json: not valid JSON"),
     ("manifest-not-utf8", _write("zoo.json", b"\xff\xfe{}"), "zoo.json: not valid JSON"),
+    ("manifest-5000-digit-number", _write("zoo.json", b'{"format": ' + b"7" * 5000 + b"}"),
+     "zoo.json: not valid JSON (Exceeds the limit"),
     ("manifest-missing", lambda f: (f / "zoo.json").unlink(), "neither a zoo model directory"),
     ("lacks-model", _edit_manifest(lambda m: m.pop("model")), "'model' must be"),
     ("unknown-model", _edit_manifest(lambda m: m.update(model="encoder-nope")),

@@ -251,6 +251,16 @@ def test_missing_tokenizer_is_named(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_missing_weights_are_named(name, tmp_path):
+    """A family's config.json without weights: what the folder lacks, not "no format"."""
+    folder = _copy(name, tmp_path)
+    (folder / "model.safetensors").unlink()
+    message = _load_error(folder, WeightsNotFoundError)
+    assert f"{folder} is not a complete HuggingFace checkpoint: it lacks model.safetensors " \
+           "or pytorch_model.bin" in message
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
 def test_tokenizer_files_that_contradict_the_tokenizer_are_refused(name, tmp_path):
     folder = _copy(name, tmp_path)
     files = [f for f in ("special_tokens_map.json", "tokenizer_config.json")
@@ -307,3 +317,32 @@ def test_task_heads_are_restored_under_their_zoo_heads():
     assert heads["roberta-mlm"].head == "mlm"
     assert heads["modernbert-token"].head == "token-classifier"
     assert heads["deberta-v2-v3-classifier"].head == "classifier"
+
+
+def test_default_labels_are_transformers_defaults(tmp_path):
+    """transformers 5 writes no id2label for the default 2 labels, 4 wrote LABEL_0/LABEL_1:
+    the same model gets the same class names either way (lowercased, as classifiers' are)."""
+    folder = _copy("deberta-v2-v3-classifier-spm", tmp_path)
+    _edit_config(folder, id2label=None, label2id=None)
+    assert zoo.load(str(folder)).info.labels == ("label_0", "label_1")
+    _edit_config(folder, id2label={"0": "LABEL_0", "1": "LABEL_1"})
+    assert zoo.load(str(folder)).info.labels == ("label_0", "label_1")
+    _edit_config(folder, id2label={"0": "same", "1": "same"})  # unusable: generic names
+    assert zoo.load(str(folder)).info.labels == ("class_0", "class_1")
+    tokens = _copy("deberta-v2-v3-token", tmp_path)
+    _edit_config(tokens, id2label=None, label2id=None)
+    assert zoo.load(str(tokens)).info.labels == tuple(f"LABEL_{i}" for i in range(5))
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+@pytest.mark.parametrize("suffix, task", [("ForQuestionAnswering", "question-answering"),
+                                          ("ForMultipleChoice", "multiple-choice"),
+                                          ("ForCausalLM", "causal-LM")])
+def test_task_classes_without_a_zoo_head_are_refused(name, suffix, task, tmp_path):
+    """Not read as another head (a multiple-choice scorer looked like a 1-class classifier)
+    nor dropped: one line, with the way to the encoder alone."""
+    folder = _copy(name, tmp_path)
+    _edit_config(folder, architectures=[f"Some{suffix}"])
+    message = _load_error(folder)
+    assert f"architectures names Some{suffix}, and the zoo has no {task} head" in message
+    assert "AutoModel.from_pretrained(DIR).save_pretrained(OUT)" in message

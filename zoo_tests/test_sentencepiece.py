@@ -209,3 +209,22 @@ def test_added_tokens_decoder_sets_flags_and_ids(tmp_path):
         tmp_path, tokenizer_config__json={"added_tokens_decoder": decoder}))
     assert tokenizer.token_to_id("<new>") == 297 and tokenizer.token_to_id("[MASK]") == 298
     assert tokenizer.encode("a <new> b").ids.count(297) == 1
+
+
+def test_export_files_name_added_tokens_as_written(tmp_path):
+    """Under a lower-casing normaliser tokenizers' id_to_token gives "[mask]" for the added
+    "[MASK]": the exported files must name the token the vocabulary holds (the export then
+    reads its own folder back)."""
+    from zoo.text import special_ids, tokenizer_files
+
+    tokenizer = read_tokenizer(OPTIONS)
+    files = tokenizer_files(tokenizer, 128)
+    assert json.loads(files["tokenizer_config.json"])["mask_token"] == "[MASK]"
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    again = read_tokenizer(folder)
+    assert special_ids(again) == special_ids(tokenizer)
+    want = json.loads((OPTIONS / "token_ids.json").read_text(encoding="utf-8"))
+    assert [e.ids for e in again.encode_batch(want["texts"])] == want["ids"]

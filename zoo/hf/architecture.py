@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from zoo.errors import ConfigError
+from zoo.fsutil import json_or_none
 from zoo.hf.files import (INDEX_FILES, SMALL_FILES, WEIGHT_FILES, check_complete,
                           is_hf_folder, read_json, read_weights, shards, weights_file,
                           weights_sha256)
@@ -146,11 +148,30 @@ def open_folder(arch: Architecture, path: Path, name: str | None) -> Converted |
     """An HF folder of this architecture as ``Converted``; not an HF folder, or another
     registered architecture's: None. A model_type no architecture reads is an error."""
     if not is_hf_folder(path):
+        hf = json_or_none(path / "config.json") if path.is_dir() else None
+        if isinstance(hf, dict) and hf.get("model_type") in arch.model_types:
+            check_complete(path)  # this family's config without weights: name what is missing
         return None
     hf = read_json(path / "config.json")
     if architecture_of(hf, str(path / "config.json")) is not arch:
         return None
     return convert_folder(path, name)
+
+
+def check_task_classes(hf: Mapping, where: str) -> None:
+    """Refuse a task class the zoo has no head for (``...ForQuestionAnswering``,
+    ``...ForMultipleChoice``, ``...ForCausalLM``) rather than read it as another head."""
+    classes = hf.get("architectures") or []
+    for cls in classes if isinstance(classes, list) else []:
+        other = re.search(r"For([A-Z]\w*)$", cls) if isinstance(cls, str) else None
+        if other and not any(cls.endswith(t.suffix) for t in TASK_CLASSES):
+            words = re.findall(r"[A-Z][a-z]+|[A-Z]+(?![a-z])|\w+", other.group(1))
+            task = "-".join(w if w.isupper() else w.lower() for w in words)
+            raise ConfigError(
+                f"{where}: architectures names {cls}, and the zoo has no {task} head (it "
+                f"reads {', '.join(t.suffix for t in TASK_CLASSES)} and bare models); for "
+                "its encoder alone, save it with transformers' AutoModel "
+                "(AutoModel.from_pretrained(DIR).save_pretrained(OUT)) and load OUT")
 
 
 def task_class(hf: Mapping, tensors: Mapping, table: NameTable) -> TaskClass:
@@ -187,6 +208,7 @@ def convert_folder(path: str | Path, name: str | None = None,
     hf = read_json(path / "config.json")
     arch = architecture_of(hf, where)
     config = arch.config_from_hf(hf, where)
+    check_task_classes(hf, where)
     family = _FAMILIES[arch.name]
     model = name or _preset_for(arch, config, hf, list_models())
     spec = get_encoder(model)
@@ -265,9 +287,14 @@ def _check_num_labels(hf: Mapping, num_classes: int, where: str, head: str) -> N
 
 
 def _labels(hf: Mapping, num_classes: int, head: str, *, lower: bool) -> list[str]:
+    """The class names of ``id2label``; transformers' own defaults (``LABEL_<i>``) when
+    config.json has none (transformers 5 writes none for the default 2 labels, 4 wrote the
+    defaults); the head's generic names when the file's are unusable (duplicates, "None")."""
     from zoo.registry import get_head
 
     id2label = hf.get("id2label")
+    if id2label is None:
+        id2label = {str(i): f"LABEL_{i}" for i in range(num_classes)}
     if isinstance(id2label, Mapping) and len(id2label) == num_classes:
         try:
             labels = [str(id2label.get(str(i), id2label.get(i))) for i in range(num_classes)]

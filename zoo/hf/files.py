@@ -15,11 +15,11 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from zoo.errors import ConfigError
+from zoo.fsutil import read_json  # noqa: F401  (the HF layer's JSON reader)
 from zoo.registry import WeightsNotFoundError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -34,15 +34,6 @@ SAFETENSORS_DTYPES = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
     "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "u1",
 }
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def is_hf_folder(path: Path) -> bool:

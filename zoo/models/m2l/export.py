@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from zoo.errors import ConfigError
+from zoo.fsutil import json_or_none, read_json
 from zoo.registry import Converted
 
 FORMAT = "zoo-m2l-safetensors/1"
@@ -50,11 +51,8 @@ def write_folder(model, folder: Path) -> dict:
 
 
 def is_export(path: Path) -> bool:
-    try:
-        return path.is_dir() and json.loads((path / CONFIG).read_text(encoding="utf-8")
-                                            ).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return False
+    manifest = json_or_none(path / CONFIG) if path.is_dir() else None
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
 def open_export(path: Path, name: str | None, config_from_dict: Callable[[Any], Any]
@@ -69,7 +67,9 @@ def open_export(path: Path, name: str | None, config_from_dict: Callable[[Any], 
     from zoo.model import expected_params
     from zoo.registry import get_encoder
 
-    manifest = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    manifest = read_json(path / CONFIG)
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{path / CONFIG}: expected a JSON object")
     model = name or manifest.get("model")
     if not isinstance(model, str):
         raise ConfigError(f"{path / CONFIG}: 'model' must name the encoder")
