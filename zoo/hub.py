@@ -159,7 +159,7 @@ def _load(name, head, pretrained, weights, num_classes, seed) -> ZooModel:
             raise _not_weights(name)
         explicit_head = head
     else:
-        spec = get_encoder(name)
+        get_encoder(name)  # an unknown name fails here, before anything is read
         if not pretrained:
             if weights is not None:
                 raise InvalidArgumentError(
@@ -205,16 +205,13 @@ def _load_tokenizer(directory: Path, manifest: dict):
     name = manifest.get("tokenizer")
     if not name:
         return None
-    from tokenizers import Tokenizer
+    from zoo.text import read_tokenizer_file
 
     path = (directory / name).resolve()
     if directory.resolve() not in path.parents:
         raise ConfigError(f"{directory / checkpoint.MANIFEST}: tokenizer path {name!r} leaves "
                          "the model directory")
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as err:  # the tokenizers library raises plain Exceptions
-        raise ConfigError(f"{path}: not a valid tokenizer.json ({err})") from None
+    return read_tokenizer_file(path)
 
 
 def _restore(found: Path | Converted, manifest: dict, name: str, config, head: str | None,

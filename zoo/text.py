@@ -11,15 +11,17 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import datasets
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 
-from zoo.errors import InvalidArgumentError
+from zoo.errors import ConfigError, InvalidArgumentError
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")  # the zoo's own tokenizers
 SUBWORD_PREFIX = "##"
@@ -230,6 +232,89 @@ def _template_token(node: dict, piece: dict) -> str:
     name = piece["SpecialToken"]["id"]
     tokens = (node.get("special_tokens") or {}).get(name, {}).get("tokens") or [name]
     return tokens[0]
+
+
+def charsmap_problem(data: bytes) -> str | None:
+    """What is wrong with a precompiled character map, SentencePiece's normaliser as the
+    tokenizers library runs it (``Precompiled``); None: any input normalises safely. The
+    library indexes the map without bounds checks (a bad index panics mid-``encode``, a
+    ``BaseException``), so every trie position any input can reach, and every string
+    offset it can yield, is checked here.
+
+    Layout: u32 trie size in bytes, the trie's u32 units, then the UTF-8 replacement strings.
+    A unit's label is ``u & (1 << 31 | 0xFF)``, its leaf flag bit 8, its offset
+    ``(u >> 10) << ((u & 1 << 9) >> 6)``, a leaf's value ``u & (1 << 31) - 1``. From the
+    root (position ``offset(unit[0])``) each input byte c (1..255) goes to ``p ^ c``; a
+    unit whose label is c moves on to ``p ^ c ^ offset``, and its leaf value there is the
+    offset of a replacement string.
+    """
+    if len(data) < 4:
+        return "is shorter than its 4-byte header"
+    units = struct.unpack("<I", data[:4])[0] // 4
+    if len(data) < 4 + 4 * units:
+        return f"holds {len(data) - 4} bytes, fewer than its trie's {4 * units}"
+    if units == 0:
+        return "has an empty trie"
+    array = np.frombuffer(data, "<u4", count=units, offset=4).astype(np.int64)
+    strings = data[4 + 4 * units:]
+    try:
+        strings.decode("utf-8")
+    except UnicodeDecodeError:
+        return "has replacement strings that are not UTF-8"
+    starts = np.frombuffer(strings, np.uint8) & 0xC0 != 0x80  # where a character may start
+    starts = np.append(starts, True)                            # (and the very end)
+
+    def offset(unit):
+        return (unit >> 10) << ((unit & (1 << 9)) >> 6)
+
+    labels = np.arange(1, 256, dtype=np.int64)
+    seen = np.zeros(units, bool)
+    frontier = np.array([offset(array[0])])
+    while frontier.size:
+        if frontier.max() >= units:
+            return f"leads to trie position {int(frontier.max())} of {units}"
+        seen[frontier] = True
+        children = frontier[:, None] ^ labels[None, :]
+        if children.max() >= units:
+            return f"leads to trie position {int(children.max())} of {units}"
+        found = array[children]
+        match = (found & ((1 << 31) | 0xFF)) == labels[None, :]
+        child, unit = children[match], found[match]
+        nxt = child ^ offset(unit)
+        if nxt.size and nxt.max() >= units:
+            return f"leads to trie position {int(nxt.max())} of {units}"
+        values = array[nxt[(unit >> 8) & 1 == 1]] & ((1 << 31) - 1)
+        bad = values[(values > len(strings)) | ~starts[np.minimum(values, len(strings))]]
+        if bad.size:
+            return (f"points at byte {int(bad[0])} of its {len(strings)} bytes of "
+                    "replacements, not at the start of a character")
+        frontier = np.unique(nxt)
+        frontier = frontier[~seen[frontier]]
+    return None
+
+
+def read_tokenizer_file(path: Path) -> Tokenizer:
+    """A ``tokenizer.json`` the zoo did not write itself (a model directory's, an HF folder's,
+    a run's), as a Tokenizer: one ``ConfigError`` line when it is not one, or when its
+    SentencePiece normaliser could make the tokenizers library panic."""
+    import json
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises plain Exceptions
+        raise ConfigError(f"{path}: not a valid tokenizer.json ({err})") from None
+    stack = [json.loads(tokenizer.normalizer.__getstate__())] if tokenizer.normalizer else []
+    while stack:
+        node = stack.pop()
+        stack += node.get("normalizers") or []
+        if node.get("type") == "Precompiled":
+            import base64
+
+            problem = charsmap_problem(base64.b64decode(node.get("precompiled_charsmap") or ""))
+            if problem:
+                raise ConfigError(f"{path}: its Precompiled normaliser's character map "
+                                  f"{problem}")
+    return tokenizer
 
 
 def _load_cached(path: Path) -> datasets.Dataset | None:

@@ -228,3 +228,69 @@ def test_export_files_name_added_tokens_as_written(tmp_path):
     assert special_ids(again) == special_ids(tokenizer)
     want = json.loads((OPTIONS / "token_ids.json").read_text(encoding="utf-8"))
     assert [e.ids for e in again.encode_batch(want["texts"])] == want["ids"]
+
+
+def _with_charsmap(tmp_path: Path, edit) -> Path:
+    """The hub-like spm.model with its character map's bytes edited in place."""
+    data = bytearray((HUB_LIKE / "spm.model").read_bytes())
+    charsmap = read_model(HUB_LIKE / "spm.model").precompiled_charsmap
+    at = bytes(data).index(charsmap)
+    edited = bytearray(charsmap)
+    edit(edited)
+    data[at:at + len(charsmap)] = edited
+    return _write(tmp_path, bytes(data))
+
+
+def test_a_character_map_leading_outside_its_trie_is_refused(tmp_path):
+    def root_far_away(charsmap):
+        charsmap[4:8] = b"\xff\xfd\xff\x7f"  # the root unit's offset: far past the trie
+    with pytest.raises(ConfigError, match="precompiled character map leads to trie position"):
+        read_model(_with_charsmap(tmp_path, root_far_away))
+
+
+def test_character_maps_that_pass_never_panic_the_tokenizer(tmp_path):
+    """tokenizers indexes the map unchecked (a bad index panics mid-encode, a BaseException):
+    a damaged map is refused at load, or it normalises every character safely."""
+    from tokenizers import normalizers
+
+    rng = np.random.default_rng(7)
+    sweep = "".join(chr(c) for c in range(1, 0x3100) if not 0xD800 <= c < 0xE000)
+    trie = int.from_bytes(read_model(HUB_LIKE / "spm.model").precompiled_charsmap[:4],
+                          "little")
+    outcomes = {"refused": 0, "accepted": 0}
+    for _ in range(30):
+        def damage(charsmap):
+            for _ in range(int(rng.integers(1, 30))):
+                charsmap[int(rng.integers(4, 4 + trie))] = int(rng.integers(0, 256))
+        try:
+            model = read_model(_with_charsmap(tmp_path, damage))
+        except ConfigError as err:
+            assert "\n" not in str(err)
+            outcomes["refused"] += 1
+            continue
+        outcomes["accepted"] += 1
+        normalizers.Precompiled(model.precompiled_charsmap).normalize_str(sweep)
+    assert outcomes["refused"] > 0
+
+
+def test_a_tokenizer_json_with_a_damaged_character_map_is_refused(tmp_path):
+    """The same map inside tokenizer.json (XLM-R's and multilingual-e5's carry one): every
+    tokenizer.json the zoo reads goes through one reader that checks it."""
+    import base64
+
+    from zoo.text import read_tokenizer_file
+
+    state = json.loads(read_tokenizer(HUB_LIKE).to_str())
+    charsmap = bytearray(base64.b64decode(state["normalizer"]["normalizers"][0]
+                                          ["precompiled_charsmap"]))
+    charsmap[4:8] = b"\xff\xfd\xff\x7f"
+    state["normalizer"]["normalizers"][0]["precompiled_charsmap"] = \
+        base64.b64encode(bytes(charsmap)).decode()
+    folder = tmp_path / "model"
+    shutil.copytree(GOLDEN / "deberta-v2-v3-classifier", folder)
+    (folder / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(ConfigError, match="tokenizer.json: its Precompiled normaliser's "
+                                          "character map leads to trie position"):
+        read_tokenizer_file(folder / "tokenizer.json")
+    with pytest.raises(ConfigError, match="character map leads to trie position"):
+        zoo.load(str(folder))

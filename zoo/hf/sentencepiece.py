@@ -7,6 +7,9 @@ from the normaliser spec (field 3) the precompiled character map (2). Every othe
 skipped by its wire type. The file is untrusted: every length is checked against what is
 left, varints are at most 10 bytes, piece strings must be UTF-8, scores finite, and a
 malformed file is one ``ConfigError`` naming it and the byte offset.
+
+The precompiled character map is checked by ``zoo.text.charsmap_problem`` (the tokenizers
+library indexes it unchecked).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from zoo.errors import ConfigError
+from zoo.text import charsmap_problem
 
 MAX_BYTES = 256 << 20  # the published models are 2-5 MB
 UNIGRAM, BPE, WORD, CHAR = 1, 2, 3, 4
@@ -68,6 +72,10 @@ def _model(buf: memoryview) -> SentencePieceModel:
                 if field == 2:
                     lo, hi = _span(kind, item, where, "precompiled charsmap")
                     settings["precompiled_charsmap"] = bytes(buf[lo:hi])
+                    charsmap = settings["precompiled_charsmap"]  # empty: no map
+                    problem = charsmap_problem(charsmap) if charsmap else None
+                    if problem:
+                        raise _Malformed(f"its precompiled character map {problem}", lo)
     if not pieces:
         raise _Malformed("no pieces", len(buf))
     seen: dict[str, int] = {}
@@ -175,3 +183,4 @@ def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
         shift += 7
         if shift >= 70:
             raise _Malformed("a varint longer than 10 bytes", start)
+

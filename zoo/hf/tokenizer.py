@@ -31,14 +31,11 @@ ADDED_FLAGS = ("special", "normalized", "lstrip", "rstrip", "single_word")
 
 
 def read_tokenizer(path: Path, source: str = ""):
-    from tokenizers import Tokenizer
+    from zoo.text import read_tokenizer_file
 
     json_path = path / "tokenizer.json"
     if json_path.is_file():
-        try:
-            tokenizer = Tokenizer.from_file(str(json_path))
-        except Exception as err:  # the tokenizers library raises plain Exceptions
-            raise ConfigError(f"{json_path}: not a valid tokenizer.json ({err})") from None
+        tokenizer = read_tokenizer_file(json_path)
     elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         tokenizer = _byte_level_bpe(path)
     elif (path / SPM_FILE).is_file():

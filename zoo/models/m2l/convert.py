@@ -146,9 +146,9 @@ def convert_pickle(
            source=f"{info.file} (as {model})")
     tok = None
     if tokenizer is not None:
-        from tokenizers import Tokenizer
+        from zoo.text import read_tokenizer_file
 
-        tok = Tokenizer.from_file(str(tokenizer))
+        tok = read_tokenizer_file(Path(tokenizer))
     return Converted(
         model=model, config=spec.config, params=converted, heads=heads_manifest,
         default_head=names.get("classification") or names.get("mlm"), tokenizer=tok,

@@ -59,13 +59,12 @@ def open_export(path: Path, name: str | None, config_from_dict: Callable[[Any], 
                 ) -> Converted:
     """A folder ``write_folder`` wrote, as ``Converted`` (shapes checked against the model;
     ``config_from_dict``: the family's config parser)."""
-    from tokenizers import Tokenizer
-
     from zoo.checkpoint import check_tree
-    from zoo.hf.files import read_safetensors, sha256
     from zoo.errors import UnknownNameError
+    from zoo.hf.files import read_safetensors, sha256
     from zoo.model import expected_params
     from zoo.registry import get_encoder
+    from zoo.text import read_tokenizer_file
 
     manifest = read_json(path / CONFIG)
     if not isinstance(manifest, dict):
@@ -87,7 +86,7 @@ def open_export(path: Path, name: str | None, config_from_dict: Callable[[Any], 
     expected = expected_params(model, {h: meta.get("num_classes") for h, meta in heads.items()},
                                config=config)
     check_tree(expected, params, source=str(path / WEIGHTS))
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) \
+    tokenizer = read_tokenizer_file(path / "tokenizer.json") \
         if (path / "tokenizer.json").is_file() else None
     return Converted(model=model, config=config, params=params, heads=heads,
                      default_head=manifest.get("default_head"), tokenizer=tokenizer,
