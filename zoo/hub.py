@@ -31,6 +31,7 @@ from zoo.model import ZooModel, abstract_encoder, build_head, build_model, model
 from zoo.nn import PRECISIONS, set_precision
 from zoo.tasks import get_task
 from zoo.registry import Converted, WeightsNotFoundError, families, get_encoder, get_head
+from zoo.text import check_fits
 
 __all__ = ["HeadInitializedWarning", "WeightsNotFoundError", "cache_root", "load",
            "model_directory", "resolve_weights", "weights_store"]
@@ -272,9 +273,8 @@ def _restore(found: Path | Converted, manifest: dict, name: str, config, head: s
     checkpoint.assign_params(encoder, restored, "encoder/", copy=copy)
     if restore_head:
         checkpoint.assign_params(head_module, restored, f"heads/{head}/", copy=copy)
-    if tokenizer is not None and tokenizer.get_vocab_size() > config.vocab_size:
-        raise ConfigError(f"{_where(found)}: the tokenizer has {tokenizer.get_vocab_size()} "
-                         f"tokens but the model embeds only {config.vocab_size}")
+    if tokenizer is not None:
+        check_fits(tokenizer, config.vocab_size, _where(found))
     model = ZooModel(encoder, head_module, info, tokenizer=tokenizer)
     model.eval()
     return model

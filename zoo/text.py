@@ -234,6 +234,34 @@ def _template_token(node: dict, piece: dict) -> str:
     return tokens[0]
 
 
+def check_fits(tokenizer: Tokenizer, vocab_size: int, where: str) -> None:
+    """Every id the tokenizer can emit must index the model's embedding table: its vocabulary
+    (added tokens included) and the ids its post-processor inserts, which a tokenizer.json
+    states on their own (jax would clamp an id past the table: a silently wrong answer)."""
+    import json
+
+    if tokenizer.get_vocab_size() > vocab_size:
+        raise ConfigError(f"{where}: the tokenizer has {tokenizer.get_vocab_size()} tokens but "
+                          f"the model embeds only {vocab_size}")
+    vocab = tokenizer.get_vocab(with_added_tokens=True)  # ids need not be 0..n-1 in a file
+    token = max(vocab, key=vocab.__getitem__, default=None)
+    if token is not None and vocab[token] >= vocab_size:
+        raise ConfigError(f"{where}: the tokenizer gives {token!r} the id {vocab[token]}, but "
+                          f"the model embeds only {vocab_size}")
+    processor = tokenizer.post_processor
+    stack = [json.loads(processor.__getstate__())] if processor is not None else []
+    while stack:
+        node = stack.pop()
+        stack += node.get("processors") or []
+        inserted = [tuple(node[k]) for k in ("cls", "sep") if isinstance(node.get(k), list)]
+        for entry in (node.get("special_tokens") or {}).values():
+            inserted += zip(entry.get("tokens") or [], entry.get("ids") or [])
+        for token, token_id in inserted:
+            if not isinstance(token_id, int) or not 0 <= token_id < vocab_size:
+                raise ConfigError(f"{where}: the tokenizer's post-processor inserts {token!r} "
+                                  f"as id {token_id}, but the model embeds only {vocab_size}")
+
+
 def charsmap_problem(data: bytes) -> str | None:
     """What is wrong with a precompiled character map, SentencePiece's normaliser as the
     tokenizers library runs it (``Precompiled``); None: any input normalises safely. The

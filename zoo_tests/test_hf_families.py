@@ -346,3 +346,39 @@ def test_task_classes_without_a_zoo_head_are_refused(name, suffix, task, tmp_pat
     message = _load_error(folder)
     assert f"architectures names Some{suffix}, and the zoo has no {task} head" in message
     assert "AutoModel.from_pretrained(DIR).save_pretrained(OUT)" in message
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_a_post_processor_id_past_the_embedding_is_refused(name, tmp_path):
+    """tokenizer.json states the ids its post-processor inserts on their own; one past the
+    embedding table would be clamped by jax (a silently wrong answer), so it is refused."""
+    folder = _copy(name, tmp_path)
+    state = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    processor = state["post_processor"]
+    if processor["type"] == "TemplateProcessing":
+        entry = next(iter(processor["special_tokens"].values()))
+        entry["ids"] = [99_999]
+        token = entry["tokens"][0]
+    else:  # RobertaProcessing / BertProcessing: [token, id]
+        processor["cls"][1] = 99_999
+        token = processor["cls"][0]
+    (folder / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    message = _load_error(folder)
+    assert f"post-processor inserts {token!r} as id 99999, but the model embeds only " \
+           f"{vocab}" in message
+
+
+
+@pytest.mark.parametrize("name", ["roberta-base", "modernbert-base"])  # BPE: token -> id
+def test_a_vocabulary_id_past_the_embedding_is_refused(name, tmp_path):
+    """A tokenizer.json vocabulary need not number its tokens 0..n-1: a sparse id past the
+    table passes a count of tokens, and is refused by its value."""
+    folder = _copy(name, tmp_path)
+    state = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = state["model"]["vocab"]
+    token = next(t for t in vocab if t.isalpha())
+    vocab[token] = 99_999
+    (folder / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
+    message = _load_error(folder)
+    assert f"the tokenizer gives {token!r} the id 99999, but the model embeds only" in message

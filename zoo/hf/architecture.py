@@ -201,6 +201,7 @@ def convert_folder(path: str | Path, name: str | None = None,
     from zoo.model import expected_params
     from zoo.registry import get_encoder, get_head, list_models
     from zoo.tasks import get_task
+    from zoo.text import check_fits
 
     path = Path(path).expanduser()
     check_complete(path)
@@ -262,9 +263,7 @@ def convert_folder(path: str | Path, name: str | None = None,
                                config=config)
     check_tree(expected, params, source=f"{path} (as {model})", unmapped=unmapped,
                unmapped_title="HF names with no zoo name")
-    if tokenizer.get_vocab_size() > config.vocab_size:
-        raise ConfigError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens but "
-                          f"config.json's vocab_size is {config.vocab_size}")
+    check_fits(tokenizer, config.vocab_size, str(path))
     weights = weights_file(path)
     default = head_name if head_name in heads else (MLM_HEAD if MLM_HEAD in heads else None)
     return Converted(
