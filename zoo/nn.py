@@ -329,6 +329,36 @@ def check_sizes(config, names=("vocab_size", "hidden_size", "num_layers", "num_h
                          f"num_heads={config.num_heads}")
 
 
+def _number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def check_fractions(config, names=("dropout", "attention_dropout", "classifier_dropout")
+                    ) -> None:
+    """ValueError naming the field unless each of ``names`` is a number in [0, 1)."""
+    for name in names:
+        value = getattr(config, name)
+        if not _number(value) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_positive(config, names=("layer_norm_eps",)) -> None:
+    """ValueError naming the field unless each of ``names`` is a finite number > 0 (a NaN
+    or infinite epsilon or rotary base would only show as NaN outputs); stored as float."""
+    for name in names:
+        value = getattr(config, name)
+        if not _number(value) or not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        object.__setattr__(config, name, float(value))
+
+
+def check_count(config, name: str, low: int = 0) -> None:
+    """ValueError naming the field unless it is an integer >= ``low``."""
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def check_choice(config, name: str, choices) -> None:
     """ValueError unless ``config.<name>`` is one of ``choices`` (named in the message)."""
     value = getattr(config, name)

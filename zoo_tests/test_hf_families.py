@@ -382,3 +382,23 @@ def test_a_vocabulary_id_past_the_embedding_is_refused(name, tmp_path):
     (folder / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
     message = _load_error(folder)
     assert f"the tokenizer gives {token!r} the id 99999, but the model embeds only" in message
+
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+@pytest.mark.parametrize("key, value, words", [
+    ("layer_norm_eps", float("nan"), "layer_norm_eps must be a positive finite number, got nan"),
+    ("layer_norm_eps", float("inf"), "layer_norm_eps must be a positive finite number, got inf"),
+    ("layer_norm_eps", "1e-5", "layer_norm_eps must be a positive finite number, got '1e-5'"),
+    ("attention_probs_dropout_prob", "0.1", "dropout must be in [0, 1), got '0.1'"),
+])
+def test_config_numbers_of_the_wrong_kind_are_named(name, key, value, words, tmp_path):
+    """Every family checks its numbers alike: a NaN epsilon would only show as NaN outputs,
+    a string would fail deep inside jax."""
+    folder = _copy(name, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    if "norm_eps" in config:  # ModernBERT's names (its layer_norm_eps is a duplicate)
+        key = {"layer_norm_eps": "norm_eps"}.get(key, "attention_dropout")
+    _edit_config(folder, **{key: value})
+    message = _load_error(folder)
+    assert words in message and str(folder / "config.json") in message

@@ -151,7 +151,11 @@ def test_buffers_are_skipped_without_complaint(tmp_path):
     ("not an object", "[1, 2, 3]", "expected a JSON object"),
     ("model type", None, "model_type 'gpt2' is not supported"),
     ("positions", None, "position_embedding_type 'relative_key' is not supported"),
-])
+    ({"layer_norm_eps": float("nan")}, None, "layer_norm_eps must be a positive finite number"),
+    ({"layer_norm_eps": "1e-12"}, None, "layer_norm_eps must be a positive finite number"),
+    ({"hidden_dropout_prob": "0.1"}, None, r"dropout must be in \[0, 1\), got '0.1'"),
+    ({"type_vocab_size": "2"}, None, "type_vocab_size must be an integer >= 0, got '2'"),
+], ids=str)
 def test_bad_config_is_a_one_line_config_error(tmp_path, problem, config_text, match):
     folder = tmp_path / "cfg"
     config, _ = br.write_hf_folder(folder, "bert", seed=5)
@@ -159,6 +163,8 @@ def test_bad_config_is_a_one_line_config_error(tmp_path, problem, config_text, m
         config["model_type"] = "gpt2"
     if problem == "positions":
         config["position_embedding_type"] = "relative_key"
+    if isinstance(problem, dict):
+        config.update(problem)
     (folder / "config.json").write_text(config_text or json.dumps(config))
     with pytest.raises(ConfigError, match=match) as caught:
         zoo.load(str(folder))

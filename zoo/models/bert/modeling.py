@@ -56,12 +56,9 @@ class BertConfig:
         if self.model_type not in CLASSIFIER_STYLE:
             raise ValueError(f"model_type {self.model_type!r}: expected one of "
                              f"{', '.join(CLASSIFIER_STYLE)}")
-        for name in ("dropout", "attention_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        nn.check_fractions(self)
+        nn.check_positive(self)
+        nn.check_count(self, "type_vocab_size")
         if self.max_len is not None and not 2 <= self.max_len <= self.max_position_embeddings:
             raise ValueError(f"max_len must be in [2, {self.max_position_embeddings}], "
                              f"got {self.max_len}")

@@ -86,17 +86,9 @@ class DebertaV2Config:
         nn.check_choice(self, "pooler_hidden_act", ACTIVATIONS)
         if self.model_type != "deberta-v2":
             raise ValueError(f"model_type {self.model_type!r}: expected 'deberta-v2'")
-        for name in ("dropout", "attention_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if isinstance(self.type_vocab_size, bool) or not isinstance(self.type_vocab_size, int) \
-                or self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size must be an integer >= 0, "
-                             f"got {self.type_vocab_size!r}")
-        if not isinstance(self.layer_norm_eps, (int, float)) or not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        nn.check_fractions(self)
+        nn.check_count(self, "type_vocab_size")
+        nn.check_positive(self)
         for name in ("relative_attention", "share_att_key", "position_biased_input"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -103,16 +103,9 @@ class ModernBertConfig:
                      "decoder_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("global_rope_theta", "local_rope_theta", "layer_norm_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        for name in ("embedding_dropout", "dropout", "attention_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        nn.check_positive(self, ("global_rope_theta", "local_rope_theta", "layer_norm_eps"))
+        nn.check_fractions(self, ("embedding_dropout", "dropout", "attention_dropout",
+                                  "classifier_dropout"))
         if self.type_vocab_size not in (0, 1):
             raise ValueError(f"type_vocab_size must be 0 or 1 (ModernBERT has no token "
                              f"types), got {self.type_vocab_size!r}")

@@ -63,15 +63,8 @@ class RobertaConfig:
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type {self.model_type!r}: expected one of "
                              f"{', '.join(MODEL_TYPES)}")
-        for name in ("dropout", "attention_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if isinstance(self.layer_norm_eps, bool) or not isinstance(
-                self.layer_norm_eps, (int, float)) or not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be a positive number, "
-                             f"got {self.layer_norm_eps!r}")
+        nn.check_fractions(self)
+        nn.check_positive(self)
         pad = self.pad_token_id
         if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size:
             raise ValueError(f"pad_token_id must be an integer in [0, {self.vocab_size}), "
