@@ -362,7 +362,7 @@ def check_count(config, name: str, low: int = 0) -> None:
 def check_choice(config, name: str, choices) -> None:
     """ValueError unless ``config.<name>`` is one of ``choices`` (named in the message)."""
     value = getattr(config, name)
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:  # (a list or dict is unhashable)
         raise ValueError(f"{name} {value!r} is not supported (supported: {', '.join(choices)})")
 
 

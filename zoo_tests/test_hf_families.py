@@ -402,3 +402,43 @@ def test_config_numbers_of_the_wrong_kind_are_named(name, key, value, words, tmp
     _edit_config(folder, **{key: value})
     message = _load_error(folder)
     assert words in message and str(folder / "config.json") in message
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+@pytest.mark.parametrize("key, value, words", [
+    ("model_type", ["roberta"], "model_type ['roberta'] is not supported"),
+    ("id2label", 3, "id2label must be an object of id -> label, got 3"),
+    ("id2label", {"first": "a"}, "id2label must be an object of id -> label"),
+    ("num_labels", "2", "num_labels must be a positive integer, got '2'"),
+    ("problem_type", "ranking", "problem_type must be one of"),
+    ("architectures", "RobertaModel", "architectures must be a list of class names"),
+])
+def test_task_keys_of_the_wrong_kind_are_named(name, key, value, words, tmp_path):
+    """Found by a sweep setting every config.json key to a string, null, list, dict, NaN,
+    -1 and 1e30: these crashed with TypeError (or, for architectures, were ignored)."""
+    folder = _copy(name, tmp_path)
+    _edit_config(folder, **{key: value})
+    assert words in _load_error(folder)
+
+
+@pytest.mark.parametrize("name, key", [("modernbert-classifier", "classifier_activation"),
+                                       ("modernbert-classifier", "hidden_activation"),
+                                       ("roberta-classifier", "hidden_act")])
+def test_an_activation_of_the_wrong_kind_is_named(name, key, tmp_path):
+    folder = _copy(name, tmp_path)
+    _edit_config(folder, **{key: {"name": "gelu"}})
+    assert "is not supported" in _load_error(folder)
+
+
+@pytest.mark.parametrize("name", ["roberta-regressor", "modernbert-regressor",
+                                  "deberta-v2-v3-regressor"])
+def test_a_one_output_classifier_without_architectures_is_a_regressor(name, tmp_path):
+    """Without architectures (or id2label) the head is read from the tensors; one output row
+    is a regressor (it raised a raw "num_classes must be >= 2")."""
+    folder = _copy(name, tmp_path)
+    _edit_config(folder, architectures=None, id2label=None, label2id=None)
+    model = zoo.load(str(folder))
+    assert model.info.head == "regressor"
+    np.testing.assert_allclose(model.predict(["a gorgeous , witty movie ."])[0].score,
+                               zoo.load(str(GOLDEN / name)).predict(
+                                   ["a gorgeous , witty movie ."])[0].score, rtol=1e-6)

@@ -138,7 +138,7 @@ def architecture_of(hf: Any, where: str) -> Architecture:
     if not isinstance(hf, Mapping):
         raise ConfigError(f"{where}: expected a JSON object")
     model_type = hf.get("model_type")
-    if model_type not in _ARCHITECTURES:
+    if not isinstance(model_type, str) or model_type not in _ARCHITECTURES:
         raise ConfigError(f"{where}: model_type {model_type!r} is not supported "
                           f"(supported: {', '.join(model_types())})")
     return _ARCHITECTURES[model_type]
@@ -158,12 +158,33 @@ def open_folder(arch: Architecture, path: Path, name: str | None) -> Converted |
     return convert_folder(path, name)
 
 
-def check_task_classes(hf: Mapping, where: str) -> None:
-    """Refuse a task class the zoo has no head for (``...ForQuestionAnswering``,
-    ``...ForMultipleChoice``, ``...ForCausalLM``) rather than read it as another head."""
-    classes = hf.get("architectures") or []
-    for cls in classes if isinstance(classes, list) else []:
-        other = re.search(r"For([A-Z]\w*)$", cls) if isinstance(cls, str) else None
+def check_task_keys(hf: Mapping, where: str) -> None:
+    """The task keys every HF config.json may hold, checked before they are used:
+    ``architectures`` (a list of class names; a task class the zoo has no head for, e.g.
+    ``...ForQuestionAnswering``, ``...ForMultipleChoice``, ``...ForCausalLM``, is refused
+    rather than read as another head), ``id2label`` ({id: name}), ``num_labels``,
+    ``problem_type``."""
+    classes = hf.get("architectures")
+    if classes is not None and (not isinstance(classes, list)
+                                or not all(isinstance(c, str) for c in classes)):
+        raise ConfigError(f"{where}: architectures must be a list of class names, "
+                          f"got {classes!r}")
+    id2label = hf.get("id2label")
+    if id2label is not None and not (isinstance(id2label, Mapping) and all(
+            isinstance(k, str) and k.isascii() and k.isdigit() for k in id2label)):
+        raise ConfigError(f"{where}: id2label must be an object of id -> label, "
+                          f"got {str(id2label)[:80]}")
+    labels = hf.get("num_labels")
+    if labels is not None and (isinstance(labels, bool) or not isinstance(labels, int)
+                               or labels < 1):
+        raise ConfigError(f"{where}: num_labels must be a positive integer, got {labels!r}")
+    problem = hf.get("problem_type")
+    kinds = ("single_label_classification", HF_MULTI_LABEL, HF_REGRESSION)
+    if problem is not None and problem not in kinds:
+        raise ConfigError(f"{where}: problem_type must be one of {', '.join(kinds)}, "
+                          f"got {problem!r}")
+    for cls in classes or []:
+        other = re.search(r"For([A-Z]\w*)$", cls)
         if other and not any(cls.endswith(t.suffix) for t in TASK_CLASSES):
             words = re.findall(r"[A-Z][a-z]+|[A-Z]+(?![a-z])|\w+", other.group(1))
             task = "-".join(w if w.isupper() else w.lower() for w in words)
@@ -176,21 +197,26 @@ def check_task_classes(hf: Mapping, where: str) -> None:
 
 def task_class(hf: Mapping, tensors: Mapping, table: NameTable) -> TaskClass:
     """The checkpoint's task head, from ``architectures`` in config.json (else from its
-    tensor names: a ``classifier`` means sequence classification)."""
-    classes = hf.get("architectures") or []
-    for cls in classes if isinstance(classes, list) else []:
-        for task_class in TASK_CLASSES:
-            if isinstance(cls, str) and cls.endswith(task_class.suffix):
-                if task_class.suffix == REGRESSION.suffix and (
-                        hf.get("problem_type") == HF_REGRESSION or hf.get("num_labels") == 1
-                        or len(hf.get("id2label") or {0: 0, 1: 1}) == 1):
-                    return REGRESSION
-                return task_class
-        if isinstance(cls, str) and cls.endswith(NO_TASK.suffix):
+    tensor names: a ``classifier`` means sequence classification). A sequence classifier
+    with one output is a regressor (``problem_type`` regression, ``num_labels`` 1, one
+    ``id2label`` entry, or one row in its output layer)."""
+    def sequence_class() -> TaskClass:
+        rows = [int(array.shape[0]) for name, array in tensors.items()
+                if table.strip(name) in ("classifier.weight", "classifier.out_proj.weight")
+                and getattr(array, "ndim", 0) == 2]
+        regression = (hf.get("problem_type") == HF_REGRESSION or hf.get("num_labels") == 1
+                      or len(hf.get("id2label") or {0: 0, 1: 1}) == 1 or rows == [1])
+        return REGRESSION if regression else TASK_CLASSES[0]
+
+    for cls in hf.get("architectures") or []:
+        for candidate in TASK_CLASSES:
+            if cls.endswith(candidate.suffix):
+                return sequence_class() if candidate is TASK_CLASSES[0] else candidate
+        if cls.endswith(NO_TASK.suffix):
             return NO_TASK
     names = [table.strip(n) for n in tensors]
     if any(n.startswith(("classifier", "pre_classifier")) for n in names):
-        return TASK_CLASSES[0]
+        return sequence_class()
     return NO_TASK
 
 
@@ -209,7 +235,7 @@ def convert_folder(path: str | Path, name: str | None = None,
     hf = read_json(path / "config.json")
     arch = architecture_of(hf, where)
     config = arch.config_from_hf(hf, where)
-    check_task_classes(hf, where)
+    check_task_keys(hf, where)
     family = _FAMILIES[arch.name]
     model = name or _preset_for(arch, config, hf, list_models())
     spec = get_encoder(model)

@@ -109,8 +109,8 @@ def _activation(hf: Mapping, key: str, default: str, allowed, where: str) -> str
     value = hf.get(key, default)
     if value is None:
         value = default
-    name = _ALIASES.get(value, value)
-    if name not in allowed:
+    name = _ALIASES.get(value, value) if isinstance(value, str) else value
+    if not isinstance(name, str) or name not in allowed:
         raise _unsupported(where, key, value, f"supported: {', '.join(sorted(allowed))}")
     return name
 
