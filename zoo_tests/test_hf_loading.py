@@ -173,6 +173,17 @@ def test_bad_config_is_a_one_line_config_error(tmp_path, problem, config_text, m
     assert str(folder / "config.json") in message
 
 
+@pytest.mark.parametrize("value", ["x", -1, 2.5, [128], 10**30])
+def test_electra_embedding_size_of_the_wrong_kind_is_named(tmp_path, value):
+    """ELECTRA's embedding_size went unchecked into jax (a raw TypeError about shapes)."""
+    folder = tmp_path / "electra"
+    config, _ = br.write_hf_folder(folder, "electra", seed=5)
+    (folder / "config.json").write_text(json.dumps({**config, "embedding_size": value}))
+    with pytest.raises(ConfigError, match="embedding_size must be") as caught:
+        zoo.load(str(folder))
+    assert "\n" not in str(caught.value)
+
+
 def test_folder_under_a_preset_of_another_shape_is_refused():
     with pytest.raises(ConfigError) as caught:
         zoo.load("bert-tiny", weights=MINILM)

@@ -66,6 +66,7 @@ class BertConfig:
             object.__setattr__(self, "max_len", self.max_position_embeddings)
         if self.embedding_size is None:
             object.__setattr__(self, "embedding_size", self.hidden_size)
+        nn.check_sizes(self, ("embedding_size",))
 
     # What the architecture-neutral heads read (see zoo/heads.py).
     @property

@@ -121,10 +121,7 @@ class DebertaV2Config:
                              f"{', '.join(NORM_REL_EBD)}")
         if self.embedding_size is None:
             object.__setattr__(self, "embedding_size", self.hidden_size)
-        if isinstance(self.embedding_size, bool) or not isinstance(self.embedding_size, int) \
-                or self.embedding_size < 1:
-            raise ValueError(f"embedding_size must be a positive integer, "
-                             f"got {self.embedding_size!r}")
+        nn.check_sizes(self, ("embedding_size",))
         # Learned absolute positions bound the length; relative positions alone do not, but
         # the zoo still tokenises to max_position_embeddings unless told otherwise.
         if self.max_len is not None:
