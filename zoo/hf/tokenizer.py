@@ -5,10 +5,10 @@ WordPiece, byte-level BPE, Unigram), ``vocab.json`` + ``merges.txt`` (byte-level
 RoBERTa's slow tokenizer writes them), ``spm.model`` (a SentencePiece Unigram model, as
 DeBERTa-v2/v3's: the hub's ``microsoft/deberta-v3-*`` ship nothing else; built as
 transformers 5 builds it, without the sentencepiece library), ``vocab.txt`` (WordPiece, as
-BERT's). Padding and
-truncation baked into a file are turned off (the zoo pads to length buckets). Special
-tokens are not assumed: the roles the zoo reads from the tokenizer (``zoo.text.special_ids``)
-are checked against ``special_tokens_map.json`` / ``tokenizer_config.json`` when present.
+BERT's). Padding and truncation baked into a file are turned off (the zoo pads to length
+buckets). Special tokens are not assumed: the roles the zoo reads from the tokenizer
+(``zoo.text.special_ids``) are checked against ``special_tokens_map.json`` /
+``tokenizer_config.json`` when present.
 """
 
 from __future__ import annotations
