@@ -40,8 +40,8 @@ class SentencePieceModel:
 
 
 class _Malformed(Exception):
-    def __init__(self, what: str, at: int):
-        super().__init__(f"{what} at byte {at}")
+    def __init__(self, what: str, at: int | None = None):
+        super().__init__(what if at is None else f"{what} at byte {at}")
 
 
 def read_model(path: Path) -> SentencePieceModel:
@@ -81,11 +81,11 @@ def _model(buf: memoryview) -> SentencePieceModel:
     seen: dict[str, int] = {}
     for index, (piece, _, _) in enumerate(pieces):
         if piece in seen:
-            raise _Malformed(f"piece {index} ({piece!r}) repeats piece {seen[piece]}", 0)
+            raise _Malformed(f"piece {index} ({piece!r}) repeats piece {seen[piece]}")
         seen[piece] = index
     unk = settings.get("unk_id", 0)
     if not 0 <= unk < len(pieces):
-        raise _Malformed(f"unk_id {unk} is not one of the {len(pieces)} pieces", 0)
+        raise _Malformed(f"unk_id {unk} is not one of the {len(pieces)} pieces")
     return SentencePieceModel(pieces=tuple(pieces), **settings)
 
 
