@@ -130,12 +130,12 @@ def load(
     ``name`` is a registered encoder (see ``zoo.list_models()``), a model directory (a
     converted checkpoint or a fine-tuned run: its stored head is used unless ``head`` says
     otherwise) or a checkpoint folder a family recognises (e.g. a HuggingFace BERT folder);
-    ``weights`` names such a folder for a registered name (``"roberta-custom"``), whose stored
-    head is used likewise. A head found in the weights is restored; a requested head the
-    weights lack, or one asked for with a different ``num_classes``, is initialised from
-    ``seed`` with a ``HeadInitializedWarning``. ``precision="bf16"`` computes in bfloat16 with float32
-    parameters and float32 accumulation (``zoo.nn.set_precision``): the fast choice for
-    ``predict`` and ``encode`` on GPUs and on CPUs with bf16 matrix units (AMX).
+    ``weights`` names such a folder for a registered name (``"roberta-custom"``), whose
+    stored head is used likewise. A head found in the weights is restored; a requested head
+    the weights lack, or one asked for with a different ``num_classes``, is initialised from
+    ``seed`` with a ``HeadInitializedWarning``. ``precision="bf16"`` computes in bfloat16
+    with float32 parameters and float32 accumulation (``zoo.nn.set_precision``): the fast
+    choice for ``predict`` and ``encode`` on GPUs and on CPUs with bf16 matrix units (AMX).
     """
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, got "

@@ -61,11 +61,6 @@ def _own_entry(name: str) -> bool:
     return name in RUN_ENTRIES or is_temporary_name(name)
 
 
-def _config_json(run_dir: Path) -> object:
-    """The parsed ``config.json``, or None when absent or unparseable."""
-    return json_or_none(run_dir / CONFIG)
-
-
 def is_run_dir(path: str | Path) -> bool:
     """True when ``path`` holds a zoo run: its ``config.json`` is a run config.
 
@@ -73,7 +68,7 @@ def is_run_dir(path: str | Path) -> bool:
     ``checkpoints/`` folder, so a foreign ``config.json`` (e.g. a HuggingFace model's) is not.
     """
     path = Path(path)
-    data = _config_json(path)
+    data = json_or_none(path / CONFIG)
     if not isinstance(data, dict):
         return False
     if data.get("format") == RUN_FORMAT:
@@ -225,7 +220,7 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
 def _check_same_method(run_dir: Path, method: dict | None) -> None:
     """Refuse to resume a run with another method than the one that started it."""
-    found = sorted(set(_config_json(run_dir) or {}) & set(METHOD_SECTIONS))
+    found = sorted(set(json_or_none(run_dir / CONFIG) or {}) & set(METHOD_SECTIONS))
     if found != sorted(method or {}):
         made_by = found[0] if found else "train"
         raise InvalidArgumentError(f"{run_dir} was made by `zoo {made_by}`; continue it with "

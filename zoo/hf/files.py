@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import ConfigError
-from zoo.fsutil import read_json  # noqa: F401  (the HF layer's JSON reader)
+from zoo.fsutil import read_json
 from zoo.registry import WeightsNotFoundError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -151,8 +151,9 @@ def _config(path: Path) -> dict:
     return values
 
 
-def _setting(path: Path, key: str, default: bool) -> bool:
-    value = _config(path).get(key)
+def _setting(path: Path, key: str, default: bool, config: dict | None = None) -> bool:
+    """A true/false option of tokenizer_config.json (``config``: the file, already read)."""
+    value = (_config(path) if config is None else config).get(key)
     if value is None:
         return default
     if not isinstance(value, bool):
@@ -210,7 +211,8 @@ def _sentencepiece(path: Path):
     unk = (names["unk"], 0.0)
     tokenizer = Tokenizer(models.Unigram(
         vocab, unk_id=vocab.index(unk) if unk in vocab else spm.unk_id, byte_fallback=False))
-    steps = [normalizers.Lowercase()] if _setting(path, "do_lower_case", False) else []
+    config = _config(path)
+    steps = [normalizers.Lowercase()] if _setting(path, "do_lower_case", False, config) else []
     if spm.precompiled_charsmap:
         try:
             steps.append(normalizers.Precompiled(spm.precompiled_charsmap))
@@ -223,26 +225,26 @@ def _sentencepiece(path: Path):
         steps += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
                   normalizers.Strip(left=False, right=True)]
     tokenizer.normalizer = normalizers.Sequence(steps)
-    scheme = "always" if _setting(path, "add_prefix_space", True) else "first"
+    scheme = "always" if _setting(path, "add_prefix_space", True, config) else "first"
     splits = [pre_tokenizers.Punctuation(behavior="isolated")] \
-        if _setting(path, "split_by_punct", False) else []
+        if _setting(path, "split_by_punct", False, config) else []
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [*splits, pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)])
     tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme)
     tokenizer.add_special_tokens([AddedToken(piece, special=True, normalized=False)
                                   for piece, _, kind in spm.pieces if kind == CONTROL])
-    named: set[str] = set()  # tokens whose flags the files set
-    for token_id, token in _added_tokens(path, [piece for piece, _ in vocab],
+    from_files: set[str] = set()  # tokens whose flags the files set
+    for token_id, token in _added_tokens(path, config, [piece for piece, _ in vocab],
                                          set(names.values())):
         tokenizer.add_tokens([token])  # the file's flags win over the control pieces'
         if tokenizer.token_to_id(token.content) != token_id:
             raise ConfigError(f"{path}: its added token {token.content!r} must have id "
-                              f"{token_id} (added tokens follow the vocabulary without gaps), but gets "
-                              f"{tokenizer.token_to_id(token.content)}")
-        named.add(token.content)
+                              f"{token_id} (added tokens follow the vocabulary without "
+                              f"gaps), but gets {tokenizer.token_to_id(token.content)}")
+        from_files.add(token.content)
     tokenizer.add_special_tokens([
         AddedToken(names[role], special=True, normalized=False)
-        for role in SPECIAL_ATTRIBUTES if names[role] not in named])
+        for role in SPECIAL_ATTRIBUTES if names[role] not in from_files])
     cls, sep = names["cls"], names["sep"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
@@ -250,7 +252,7 @@ def _sentencepiece(path: Path):
     return tokenizer
 
 
-def _added_tokens(path: Path, pieces: list[str], specials: set[str]) -> list:
+def _added_tokens(path: Path, config: dict, pieces: list[str], specials: set[str]) -> list:
     """(id, AddedToken) by id, from ``added_tokens.json`` ({token: id}; transformers adds them
     normalised, special when they name a special token) and tokenizer_config.json's
     ``added_tokens_decoder`` ({id: {content, special, normalized, ...}}, which wins). An id
@@ -268,7 +270,7 @@ def _added_tokens(path: Path, pieces: list[str], specials: set[str]) -> list:
                               "from 0)")
         for content, token_id in values.items():
             found[token_id] = AddedToken(content, special=content in specials, normalized=True)
-    decoder = _config(path).get("added_tokens_decoder")
+    decoder = config.get("added_tokens_decoder")
     if decoder is not None:
         where = f"{path / 'tokenizer_config.json'}: added_tokens_decoder"
         if not isinstance(decoder, dict):

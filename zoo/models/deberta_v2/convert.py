@@ -97,11 +97,11 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
             and head_size * heads != hidden:
         raise ConfigError(f"{where}: attention_head_size {head_size!r} is not supported "
                           f"(only hidden_size / num_attention_heads = {hidden // heads})")
-    for key, allowed in (("hidden_act", ACTIVATIONS), ("pooler_hidden_act", ACTIVATIONS)):
+    for key in ("hidden_act", "pooler_hidden_act"):
         value = hf.get(key)
-        if value is not None and (not isinstance(value, str) or value not in allowed):
+        if value is not None and (not isinstance(value, str) or value not in ACTIVATIONS):
             raise ConfigError(f"{where}: {key} {value!r} is not supported "
-                              f"(supported: {', '.join(allowed)})")
+                              f"(supported: {', '.join(ACTIVATIONS)})")
     values: dict[str, Any] = {"model_type": MODEL_TYPE}
     for field, keys in _HF_KEYS.items():
         for key in keys:
