@@ -33,6 +33,7 @@ from flax import nnx
 from zoo.batching import BucketBatcher, buckets_for
 from zoo.errors import InvalidArgumentError
 from zoo.model import ZooModel
+from zoo.nn import compiler_options
 from zoo.tasks import CLASSIFICATION, Task
 from zoo.train import TrainConfig, _is_int, _is_real
 
@@ -304,7 +305,8 @@ def _teacher_forward(teacher: ZooModel):
             logits = model.head(hidden, attention_mask=mask).astype(jnp.float32)
             return logits, hidden[:, 0].astype(jnp.float32)
 
-        _FORWARDS[teacher] = (jax.jit(forward), state)
+        _FORWARDS[teacher] = (jax.jit(forward, compiler_options=compiler_options(teacher)),
+                              state)
     return _FORWARDS[teacher]
 
 

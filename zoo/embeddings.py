@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from zoo.errors import InvalidArgumentError, UnknownNameError
-from zoo.nn import CastState, precision_changes
+from zoo.nn import CastState, compiler_options, precision_changes
 
 
 def _mean(hidden, mask):
@@ -89,7 +89,8 @@ def _pooled_forward(model, pooling: str, normalize: bool):
                 vectors = vectors / jnp.maximum(norm, 1e-12)
             return vectors
 
-        entry = cached[key] = (model.encoder, jax.jit(embed), CastState(model.encoder, state),
+        jitted = jax.jit(embed, compiler_options=compiler_options(model.encoder))
+        entry = cached[key] = (model.encoder, jitted, CastState(model.encoder, state),
                                precision_changes())
     return entry[1], entry[2]
 

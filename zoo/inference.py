@@ -18,7 +18,7 @@ from flax import nnx
 
 from zoo.batching import inference_buckets, pad_to_bucket
 from zoo.errors import InvalidArgumentError, ZooError
-from zoo.nn import CastState, in_training_mode, precision_changes
+from zoo.nn import CastState, compiler_options, in_training_mode, precision_changes
 from zoo.tasks import Prediction  # noqa: F401  (re-exported: zoo.Prediction)
 
 
@@ -61,7 +61,8 @@ def _forward(model):
             head_outputs = nnx.merge(graph, state)(ids, mask, types).astype("float32")
             return task.predict_outputs(head_outputs, mask)
 
-        cached = _FORWARD_CACHE[model] = (parts, jax.jit(outputs), CastState(model, state),
+        jitted = jax.jit(outputs, compiler_options=compiler_options(model))
+        cached = _FORWARD_CACHE[model] = (parts, jitted, CastState(model, state),
                                           precision_changes())
     return cached[1], cached[2]
 

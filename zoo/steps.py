@@ -15,6 +15,7 @@ from flax import nnx
 from zoo import sharding
 from zoo.batching import BucketBatcher
 from zoo.model import ZooModel, in_training_mode
+from zoo.nn import compiler_options
 from zoo.tasks import Task
 
 
@@ -45,7 +46,7 @@ class Evaluator:
         self.task = task
         self.labels = model.info.labels
         self.mesh = mesh if mesh is not None else sharding.make_mesh()
-        self.step = jax.jit(self._step)
+        self.step = jax.jit(self._step, compiler_options=compiler_options(model))
 
     def _step(self, model_state, batch):
         _, update, outputs = self.task.forward(nnx.merge(self.graph, model_state), batch, None)
@@ -105,6 +106,7 @@ class Steps:
         self.task = task
         replicated = sharding.replicated(self.mesh)
         self.train = jax.jit(self._train, donate_argnums=(0, 1),
+                             compiler_options=compiler_options(model),
                              out_shardings=(self.model_shardings, self.opt_shardings,
                                             replicated, replicated))
 

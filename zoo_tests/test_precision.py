@@ -194,3 +194,39 @@ def test_load_predict_and_encode_follow_the_precision():
     np.testing.assert_array_equal(probabilities(), reference)
     with pytest.raises(InvalidArgumentError, match="precision must be one of float32, bf16"):
         zoo.load("all-minilm-l6-v2", weights=folder, precision="fp16")
+
+
+def test_cpu_programs_choose_eigen_dots_for_float32_and_keep_xla_s_for_bf16(monkeypatch):
+    """``zoo.nn.compiler_options``: YNNPACK's float32 dots are slower than Eigen's on the
+    CPU, its bf16 ones are the only ones on AMX; the environment and XLA_FLAGS decide first."""
+    from zoo.inference import _forward
+    from zoo.nn import CPU_DOTS_ENV, compiler_options
+
+    monkeypatch.delenv(CPU_DOTS_ENV, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    model = _build("bert-custom")
+    off = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert compiler_options(model) == off and compiler_options() == off
+    # the compiled float32 forward has no YNNPACK fusion, and gives XLA's default's outputs
+    forward, cast = _forward(model)
+    batch = _batch(TINY_BERT.vocab_size)
+    args = (cast(), batch["input_ids"], batch["attention_mask"])
+    assert "ynn_fusion" not in forward.lower(*args).compile().as_text()
+    monkeypatch.setenv(CPU_DOTS_ENV, "xla")
+    assert compiler_options(model) == {}
+    default = jax.jit(forward.__wrapped__)  # XLA's own choice
+    np.testing.assert_allclose(np.asarray(forward(*args)), np.asarray(default(*args)),
+                               atol=1e-5)
+    monkeypatch.setenv(CPU_DOTS_ENV, "Eigen")
+    assert compiler_options(model) == off
+    monkeypatch.setenv(CPU_DOTS_ENV, "auto")
+    set_precision(model, "bf16")
+    assert compiler_options(model) == {}
+    monkeypatch.setenv(CPU_DOTS_ENV, "eigen")
+    assert compiler_options(model) == off
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=invalid")
+    assert compiler_options(model) == {}  # the user's own choice stands
+    monkeypatch.setenv(CPU_DOTS_ENV, "mkl")
+    with pytest.raises(InvalidArgumentError, match="ZOO_XLA_CPU_DOTS='mkl': expected one of "
+                       "auto, eigen, xla"):
+        compiler_options(model)
