@@ -255,11 +255,13 @@ def set_precision(model: nnx.Module, precision: str) -> None:
                                   else linear_dot_general)
 
 
-# XLA's CPU backend hands dots to YNNPACK by default. For float32 its kernels ran 20-60 %
-# slower than XLA's Eigen dots (and PyTorch's oneDNN) on a 2-core Xeon with AVX-512
-# (2048 x 768 x 3072: 194 GFLOP/s against 234, torch 275; 2048 x 768 x 768: 165 against 265),
-# and a RoBERTa-base forward 11 % slower; for bf16 only YNNPACK uses the AMX units (354-488
-# GFLOP/s against Eigen's 170). So float32 programs compile with YNNPACK's dots off.
+# XLA's CPU backend hands dots to YNNPACK by default. For float32 its kernels ran 2-37 %
+# slower than XLA's Eigen dots on a 2-core Xeon with AVX-512 at widths 256-3072 (2048 x 768 x
+# 768: 202 GFLOP/s against 275, torch 283), and a RoBERTa-base forward 11 % slower; at width
+# 128 (the M2L encoders) YNNPACK was as fast or up to 23 % faster; for bf16 only YNNPACK uses
+# the AMX units (518-1,098 GFLOP/s against Eigen's 192-265). So float32 models at least
+# EIGEN_MIN_WIDTH wide compile with YNNPACK's dots off.
+EIGEN_MIN_WIDTH = 256
 CPU_DOTS_ENV = "ZOO_XLA_CPU_DOTS"
 CPU_DOTS = ("auto", "eigen", "xla")
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
@@ -283,19 +285,27 @@ def low_precision(model: nnx.Module) -> bool:
                for _, m in nnx.iter_modules(model))
 
 
-def compiler_options(model: nnx.Module | None = None) -> dict:
+def model_width(model: nnx.Module) -> int:
+    """The width of the model's products: the largest ``min(in, out)`` of its Linear layers
+    (the hidden size of an encoder)."""
+    return max((min(m.in_features, m.out_features) for _, m in nnx.iter_modules(model)
+                if isinstance(m, nnx.Linear)), default=0)
+
+
+def compiler_options(model: nnx.Module) -> dict:
     """XLA options for jitting ``model``'s programs (``jax.jit(..., compiler_options=…)``):
-    on the CPU backend, float32 dots on Eigen instead of YNNPACK, unless the model computes
-    in bf16 (``set_precision``), ``XLA_FLAGS`` already chooses, or ``ZOO_XLA_CPU_DOTS`` says
-    otherwise: ``auto`` (the default, as described), ``eigen`` (always) or ``xla`` (XLA's own
-    choice: no option). Elsewhere: none."""
+    on the CPU backend, float32 dots on Eigen instead of YNNPACK for a float32 model at least
+    ``EIGEN_MIN_WIDTH`` wide, unless ``XLA_FLAGS`` already chooses or ``ZOO_XLA_CPU_DOTS``
+    says otherwise: ``auto`` (the default, as described), ``eigen`` (any float32 or bf16
+    model) or ``xla`` (XLA's own choice: no option). Elsewhere: none."""
     choice = os.environ.get(CPU_DOTS_ENV, "auto").strip().lower() or "auto"
     if choice not in CPU_DOTS:
         raise InvalidArgumentError(f"{CPU_DOTS_ENV}={os.environ[CPU_DOTS_ENV]!r}: expected one of "
-                         f"{', '.join(CPU_DOTS)}")
+                                   f"{', '.join(CPU_DOTS)}")
     if (choice == "xla" or jax.default_backend() != "cpu"
             or _YNN_OPTION in os.environ.get("XLA_FLAGS", "")
-            or (choice == "auto" and model is not None and low_precision(model))
+            or (choice == "auto" and (low_precision(model)
+                                      or model_width(model) < EIGEN_MIN_WIDTH))
             or not _ynn_option_known()):
         return {}
     return {_YNN_OPTION: ""}

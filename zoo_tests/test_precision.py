@@ -1,5 +1,7 @@
 """``--precision bf16``: bfloat16 compute, float32 parameters; numerics close to float32."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,20 +198,25 @@ def test_load_predict_and_encode_follow_the_precision():
         zoo.load("all-minilm-l6-v2", weights=folder, precision="fp16")
 
 
-def test_cpu_programs_choose_eigen_dots_for_float32_and_keep_xla_s_for_bf16(monkeypatch):
+def test_cpu_programs_choose_eigen_dots_for_wide_float32_models(monkeypatch):
     """``zoo.nn.compiler_options``: YNNPACK's float32 dots are slower than Eigen's on the
-    CPU, its bf16 ones are the only ones on AMX; the environment and XLA_FLAGS decide first."""
+    CPU from width 256, its bf16 ones are the only ones on AMX; the environment and
+    XLA_FLAGS decide first."""
     from zoo.inference import _forward
-    from zoo.nn import CPU_DOTS_ENV, compiler_options
+    from zoo.nn import CPU_DOTS_ENV, compiler_options, model_width
 
     monkeypatch.delenv(CPU_DOTS_ENV, raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
-    model = _build("bert-custom")
+    wide = dataclasses.replace(TINY_BERT, hidden_size=256, num_heads=4, intermediate_size=512,
+                               num_layers=1)
+    model = build_model("bert-custom", "sst2", seed=0, config=wide)
+    narrow = _build("bert-custom")  # 32 wide: YNNPACK is as fast there
+    assert model_width(model) == 256 and model_width(narrow) == 32
     off = {"xla_cpu_experimental_ynn_fusion_type": ""}
-    assert compiler_options(model) == off and compiler_options() == off
+    assert compiler_options(model) == off and compiler_options(narrow) == {}
     # the compiled float32 forward has no YNNPACK fusion, and gives XLA's default's outputs
     forward, cast = _forward(model)
-    batch = _batch(TINY_BERT.vocab_size)
+    batch = _batch(wide.vocab_size)
     args = (cast(), batch["input_ids"], batch["attention_mask"])
     assert "ynn_fusion" not in forward.lower(*args).compile().as_text()
     monkeypatch.setenv(CPU_DOTS_ENV, "xla")
@@ -218,7 +225,7 @@ def test_cpu_programs_choose_eigen_dots_for_float32_and_keep_xla_s_for_bf16(monk
     np.testing.assert_allclose(np.asarray(forward(*args)), np.asarray(default(*args)),
                                atol=1e-5)
     monkeypatch.setenv(CPU_DOTS_ENV, "Eigen")
-    assert compiler_options(model) == off
+    assert compiler_options(model) == off and compiler_options(narrow) == off
     monkeypatch.setenv(CPU_DOTS_ENV, "auto")
     set_precision(model, "bf16")
     assert compiler_options(model) == {}
