@@ -451,8 +451,11 @@ def run_layers(layers, x, attention_mask, *, rngs=None):
 
 # ------------------------------------------------------------------------------ Transformer blocks
 
-def _gelu(x):
-    return jax.nn.gelu(x, approximate=False)
+def _gelu(x):  # x/2 (1 + erf(x/sqrt(2))), torch's and transformers' exact GELU
+    # Not jax.nn.gelu(approximate=False): it goes through erfc, which XLA's CPU backend
+    # computes about 3x slower than erf (the FFN's GELU fusion: 60 -> 26 ms of a 1.4 s
+    # RoBERTa-base forward at 64 x 32 tokens). Python floats keep bf16 inputs bf16.
+    return x * (0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476))
 
 
 def _gelu_tanh(x):  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
