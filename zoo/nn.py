@@ -462,18 +462,35 @@ def _gelu_tanh(x):  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
     return jax.nn.gelu(x, approximate=True)
 
 
-# Activations by transformers' names (its ACT2FN), for every family and head: config.json's
-# hidden_act / pooler_hidden_act / classifier_activation name one of these.
+def _relu6(x):
+    return jnp.clip(x, 0.0, 6.0)
+
+
+# Activations by transformers' names (its ACT2FN, all but those with learned parameters:
+# prelu, xielu), for every family and head: config.json's hidden_act / pooler_hidden_act /
+# classifier_activation name one of these.
 ACTIVATIONS = {
     "gelu": _gelu,
     "gelu_python": _gelu,
+    "gelu_10": lambda x: jnp.clip(_gelu(x), -10.0, 10.0),
     "gelu_new": _gelu_tanh,
     "gelu_fast": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
     "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_python_tanh": _gelu_tanh,
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "laplace": lambda x: 0.5 * (1.0 + jax.lax.erf((x - 0.707107) * (1 / (0.282095 * 2 ** 0.5)))),
+    "linear": lambda x: x,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
     "relu": jax.nn.relu,
+    "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+    "relu6": _relu6,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),  # torch's default slope
+    "hardswish": lambda x: x * _relu6(x + 3.0) * (1 / 6),
+    "sigmoid": jax.nn.sigmoid,
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
+    "sqrtsoftplus": lambda x: jnp.sqrt(jax.nn.softplus(x)),
     "tanh": jnp.tanh,
 }
 

@@ -46,7 +46,8 @@ class Evaluator:
         self.task = task
         self.labels = model.info.labels
         self.mesh = mesh if mesh is not None else sharding.make_mesh()
-        self.step = jax.jit(self._step, compiler_options=compiler_options(model))
+        self.compiler_options = compiler_options(model)  # Steps' train step shares them
+        self.step = jax.jit(self._step, compiler_options=self.compiler_options)
 
     def _step(self, model_state, batch):
         _, update, outputs = self.task.forward(nnx.merge(self.graph, model_state), batch, None)
@@ -106,7 +107,7 @@ class Steps:
         self.task = task
         replicated = sharding.replicated(self.mesh)
         self.train = jax.jit(self._train, donate_argnums=(0, 1),
-                             compiler_options=compiler_options(model),
+                             compiler_options=self.evaluator.compiler_options,
                              out_shardings=(self.model_shardings, self.opt_shardings,
                                             replicated, replicated))
 

@@ -61,7 +61,8 @@ def relu(x):
     return np.maximum(x, 0.0)
 
 
-ACT = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": relu}
+ACT = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": relu,
+       "silu": lambda x: x / (1.0 + np.exp(-x))}
 
 
 def layer_norm(x, weight, bias, eps):
@@ -198,12 +199,22 @@ def classifier_logits(tensors: Mapping[str, np.ndarray], config: Mapping,
 @_single_threaded
 def mlm_logits(tensors: Mapping[str, np.ndarray], config: Mapping,
                hidden: np.ndarray) -> np.ndarray:
-    """BERT masked-LM logits (B, S, V): the decoder is tied to the word embeddings."""
+    """BERT's / DistilBERT's masked-LM logits (B, S, V): the head's activation is the
+    encoder's; the decoder is the file's own when stored (untied), else the word embeddings."""
     w = _Weights(tensors)
-    act = ACT[config.get("hidden_act", "gelu")]
-    x = act(w.linear(np.asarray(hidden, np.float64), "cls.predictions.transform.dense"))
-    x = w.norm(x, "cls.predictions.transform.LayerNorm", config.get("layer_norm_eps", 1e-12))
-    return x @ w["embeddings.word_embeddings.weight"].T + w["cls.predictions.bias"]
+    act = ACT[config.get("hidden_act", config.get("activation", "gelu"))]
+    hidden = np.asarray(hidden, np.float64)
+    if config["model_type"] == "distilbert":
+        x = w.norm(act(w.linear(hidden, "vocab_transform")), "vocab_layer_norm", 1e-12)
+        decoder = "vocab_projector"
+    else:
+        x = w.norm(act(w.linear(hidden, "cls.predictions.transform.dense")),
+                   "cls.predictions.transform.LayerNorm", config.get("layer_norm_eps", 1e-12))
+        decoder = "cls.predictions.decoder"
+    kernel = w[f"{decoder}.weight"] if f"{decoder}.weight" in w else \
+        w["embeddings.word_embeddings.weight"]
+    bias = w[f"{decoder}.bias"] if f"{decoder}.bias" in w else w["cls.predictions.bias"]
+    return x @ kernel.T + bias
 
 
 def mean_pool(hidden, mask) -> np.ndarray:
@@ -247,7 +258,7 @@ def hf_config(model_type: str, *, layers: int | None = None, with_classifier: bo
             "qa_dropout": 0.1, "seq_classif_dropout": 0.2, "sinusoidal_pos_embds": False,
             "tie_weights_": True, "vocab_size": VOCAB_SIZE,
             "architectures": ["DistilBertForSequenceClassification" if with_classifier
-                              else "DistilBertModel"],
+                              else "DistilBertForMaskedLM" if with_mlm else "DistilBertModel"],
         }
     elif model_type in ("bert", "electra"):
         config = {
@@ -342,7 +353,19 @@ def hf_tensors(model_type: str, *, seed: int, layers: int | None = None,
             mat("classifier.out_proj", num_labels, h)
     elif model_type == "bert" and not with_mlm:
         mat("pooler.dense", h, h)  # BertModel keeps its pooler
-    if with_mlm:
+    if with_mlm == "untied":  # tie_word_embeddings false: transformers 5 stores both biases
+        if model_type == "bert":
+            mat("cls.predictions.transform.dense", h, h)
+            norm("cls.predictions.transform.LayerNorm", h)
+            mat("cls.predictions.decoder", v, h)
+            out["cls.predictions.bias"] = (0.1 * rng.standard_normal(v)).astype(np.float32)
+        elif model_type == "distilbert":
+            mat("vocab_transform", h, h)
+            norm("vocab_layer_norm", h)
+            mat("vocab_projector", v, h)
+        else:
+            raise ValueError("an untied MLM head is written for BERT and DistilBERT only")
+    elif with_mlm:
         if model_type != "bert":
             raise ValueError("with_mlm is written for BERT only")
         mat("cls.predictions.transform.dense", h, h)
@@ -412,6 +435,6 @@ def write_hf_folder(path, model_type: str, *, seed: int, with_classifier: bool =
     tensors = hf_tensors(model_type, seed=seed, layers=layers, with_classifier=with_classifier,
                          num_labels=num_labels, with_mlm=with_mlm)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    write_tensors(folder, tensors, fmt, with_tied_decoder=with_mlm)
+    write_tensors(folder, tensors, fmt, with_tied_decoder=with_mlm is True)
     write_tokenizer(folder, tokenizer)
     return config, tensors

@@ -6,7 +6,8 @@ import datasets
 import numpy as np
 import pytest
 
-from zoo.batching import DEFAULT_BUCKETS, BucketBatcher, buckets_for, pad_to_bucket
+from zoo.batching import (DEFAULT_BUCKETS, BucketBatcher, buckets_for, inference_buckets,
+                          pad_to_bucket)
 
 BUCKETS = (4, 8, 16)
 BATCH = 8
@@ -31,6 +32,16 @@ def test_buckets_for():
     assert buckets_for(64) == (16, 32, 64)
     assert buckets_for(100) == (16, 32, 64, 100)
     assert buckets_for(8) == (8,)
+
+
+@pytest.mark.parametrize("max_len", [1, 5, 31, 128, 512, 8192])
+def test_inference_buckets_pad_little_with_few_shapes(max_len):
+    buckets = inference_buckets(max_len)
+    assert list(buckets) == sorted(set(buckets)) and buckets[-1] == max_len
+    for length in range(1, max_len + 1):  # the bucket a batch of longest `length` pads to
+        padded = next(b for b in buckets if b >= length)
+        assert padded - length <= max(1, length // 8), (length, padded)
+    assert len(buckets) <= {1: 1, 5: 3, 31: 16, 128: 32, 512: 48, 8192: 80}[max_len]
 
 
 def test_too_long_example_is_named():

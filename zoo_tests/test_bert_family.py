@@ -17,6 +17,7 @@ import pytest
 
 import zoo
 from zoo import checkpoint
+from zoo.errors import ConfigError
 from zoo_tests import bert_reference as br
 
 SENTENCES = [
@@ -223,6 +224,34 @@ def test_folder_alone_matches_the_reference(folders, batch, key):
     assert diff <= 1e-4, f"logits: max |diff| = {diff:.3g}"
 
 
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_untied_mlm_decoder_and_head_activation_follow_the_reference(tmp_path, batch,
+                                                                      model_type):
+    """tie_word_embeddings false: the file's own decoder (and, for BERT, the decoder's bias,
+    not cls.predictions.bias); the MLM head applies the encoder's activation."""
+    act = "hidden_act" if model_type == "bert" else "activation"
+    config, tensors = br.write_hf_folder(
+        tmp_path / model_type, model_type, seed=11, with_mlm="untied",
+        config_overrides={act: "silu", "tie_word_embeddings": False})
+    model = _load_quietly(str(tmp_path / model_type))
+    assert model.info.head == "mlm"
+    ids, mask = batch
+    want = br.mlm_logits(tensors, config, br.hidden_states(tensors, config, ids, mask))
+    real = mask.astype(bool)
+    diff = float(np.abs(np.asarray(model(ids, mask)) - want)[real].max())
+    assert diff <= 1e-4, f"logits: max |diff| = {diff:.3g}"
+
+
+def test_an_electra_generator_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "generator"
+    br.write_hf_folder(folder, "electra", seed=0,
+                       config_overrides={"architectures": ["ElectraForMaskedLM"]})
+    with pytest.raises(ConfigError, match=r"ElectraForMaskedLM \(an ELECTRA generator\) is "
+                                          r"not supported") as caught:
+        zoo.load(str(folder))
+    assert "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("key", ["bert-cls", "distilbert-cls", "electra-cls"])
 def test_named_custom_model_restores_the_stored_head(folders, batch, key):
     folder, config, tensors = folders[key]
@@ -283,14 +312,23 @@ def test_activations_follow_transformers_formulas():
     """config.json names activations as transformers' ACT2FN does; each is its formula."""
     from zoo.nn import ACTIVATIONS
 
-    x = np.linspace(-6, 6, 97).astype(np.float32)
-    erf_gelu = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    x = np.linspace(-12, 12, 193).astype(np.float32)
+    erf = np.vectorize(math.erf)
+    erf_gelu = 0.5 * x * (1 + erf(x / math.sqrt(2)))
     tanh_gelu = 0.5 * x * (1 + np.tanh(0.7978845608 * x * (1 + 0.044715 * x * x)))
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
-    want = {"gelu": erf_gelu, "gelu_python": erf_gelu, "gelu_new": tanh_gelu,
-            "gelu_fast": tanh_gelu, "gelu_pytorch_tanh": tanh_gelu,
-            "quick_gelu": x * sigmoid(1.702 * x), "relu": np.maximum(x, 0),
-            "silu": x * sigmoid(x), "swish": x * sigmoid(x), "tanh": np.tanh(x)}
+    softplus = np.log1p(np.exp(x))
+    want = {"gelu": erf_gelu, "gelu_python": erf_gelu, "gelu_10": np.clip(erf_gelu, -10, 10),
+            "gelu_new": tanh_gelu, "gelu_fast": tanh_gelu, "gelu_accurate": tanh_gelu,
+            "gelu_pytorch_tanh": tanh_gelu, "gelu_python_tanh": tanh_gelu,
+            "quick_gelu": x * sigmoid(1.702 * x),
+            "laplace": 0.5 * (1 + erf((x - 0.707107) / (0.282095 * math.sqrt(2)))),
+            "linear": x, "mish": x * np.tanh(softplus), "relu": np.maximum(x, 0),
+            "relu2": np.maximum(x, 0) ** 2, "relu6": np.minimum(np.maximum(x, 0), 6),
+            "leaky_relu": np.where(x > 0, x, 0.01 * x),
+            "hardswish": x * np.minimum(np.maximum(x + 3, 0), 6) / 6,
+            "sigmoid": sigmoid(x), "silu": x * sigmoid(x), "swish": x * sigmoid(x),
+            "sqrtsoftplus": np.sqrt(softplus), "tanh": np.tanh(x)}
     assert sorted(ACTIVATIONS) == sorted(want)
     for name, values in want.items():
         np.testing.assert_allclose(np.asarray(ACTIVATIONS[name](x)), values, rtol=1e-5,

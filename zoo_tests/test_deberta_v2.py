@@ -125,8 +125,8 @@ def test_config_defaults_and_normalisation():
 @pytest.mark.parametrize("changes, field", [
     (dict(hidden_size=15), "hidden_size"),
     (dict(num_layers=0), "num_layers"),
-    (dict(hidden_act="mish"), "hidden_act"),
-    (dict(pooler_hidden_act="mish"), "pooler_hidden_act"),
+    (dict(hidden_act="xielu"), "hidden_act"),
+    (dict(pooler_hidden_act="xielu"), "pooler_hidden_act"),
     (dict(pos_att_type=("c2p", "p2p")), "pos_att_type"),
     (dict(pos_att_type=("c2p", "c2p")), "pos_att_type"),
     (dict(norm_rel_ebd="batch_norm"), "norm_rel_ebd"),
@@ -173,13 +173,18 @@ def test_config_from_hf_defaults_are_transformers_defaults():
             config.share_att_key, config.position_buckets, config.type_vocab_size,
             config.layer_norm_eps, config.classifier_dropout, config.norm_rel_ebd) == \
         (False, True, (), False, -1, 0, 1e-7, 0.3, "layer_norm")
+    for spelling in ("none", "None|c2p"):  # old configs' "none" adds no attention type
+        config = config_from_hf({"model_type": "deberta-v2", "vocab_size": 10, "hidden_size": 8,
+                                 "num_hidden_layers": 1, "num_attention_heads": 2,
+                                 "intermediate_size": 16, "pos_att_type": spelling}, "c")
+        assert config.pos_att_type == (() if spelling == "none" else ("c2p",))
 
 
 @pytest.mark.parametrize("changes, words", [
     ({"conv_kernel_size": 3}, "conv_kernel_size 3 is not supported"),
     ({"pooler_hidden_size": 128}, "pooler_hidden_size 128 is not supported"),
     ({"attention_head_size": 32}, "attention_head_size 32 is not supported"),
-    ({"hidden_act": "mish"}, "hidden_act 'mish' is not supported"),
+    ({"hidden_act": "xielu"}, "hidden_act 'xielu' is not supported"),
     ({"pooler_hidden_act": "softmax"}, "pooler_hidden_act 'softmax' is not supported"),
     ({"pos_att_type": "p2c|p2p"}, "pos_att_type 'p2c|p2p' is not supported"),
     ({"norm_rel_ebd": "batch_norm"}, "norm_rel_ebd 'batch_norm' is not supported"),

@@ -225,6 +225,9 @@ def test_labels_the_classifier_does_not_have_are_refused(name, tmp_path):
     assert f"{rows + 1} labels, but the classifier head's weights have {rows} outputs" in message
     _edit_config(folder, id2label=None, label2id=None, problem_type="multi_label_classification")
     assert "multi_label_classification is not supported" in _load_error(folder)
+    _edit_config(folder, problem_type="regression")  # transformers: one score per label
+    assert (f"problem_type regression with {rows} outputs is not supported"
+            in _load_error(folder))
 
 
 def test_deberta_log_buckets_of_one_are_refused(tmp_path):

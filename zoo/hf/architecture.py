@@ -201,9 +201,7 @@ def task_class(hf: Mapping, tensors: Mapping, table: NameTable) -> TaskClass:
     with one output is a regressor (``problem_type`` regression, ``num_labels`` 1, one
     ``id2label`` entry, or one row in its output layer)."""
     def sequence_class() -> TaskClass:
-        rows = [int(array.shape[0]) for name, array in tensors.items()
-                if table.strip(name) in ("classifier.weight", "classifier.out_proj.weight")
-                and getattr(array, "ndim", 0) == 2]
+        rows = classifier_rows(tensors, table)
         regression = (hf.get("problem_type") == HF_REGRESSION or hf.get("num_labels") == 1
                       or len(hf.get("id2label") or {0: 0, 1: 1}) == 1 or rows == [1])
         return REGRESSION if regression else TASK_CLASSES[0]
@@ -218,6 +216,13 @@ def task_class(hf: Mapping, tensors: Mapping, table: NameTable) -> TaskClass:
     if any(n.startswith(("classifier", "pre_classifier")) for n in names):
         return sequence_class()
     return NO_TASK
+
+
+def classifier_rows(tensors: Mapping, table: NameTable) -> list[int]:
+    """The output rows of the checkpoint's sequence classifier layer ([] when none)."""
+    return [int(array.shape[0]) for name, array in tensors.items()
+            if table.strip(name) in ("classifier.weight", "classifier.out_proj.weight")
+            and getattr(array, "ndim", 0) == 2]
 
 
 def convert_folder(path: str | Path, name: str | None = None,
@@ -265,9 +270,18 @@ def convert_folder(path: str | Path, name: str | None = None,
             raise ConfigError(f"{path} holds a {want} head; --head {classifier_head} is a "
                               f"{get_head(classifier_head).kind} head")
         head_name = classifier_head
-    if hf.get("problem_type") == HF_MULTI_LABEL and task_cls.head == "classifier":
+    if hf.get("problem_type") == HF_MULTI_LABEL and task_cls in (TASK_CLASSES[0], REGRESSION):
         raise ConfigError(f"{where}: problem_type {HF_MULTI_LABEL} is not supported (the zoo's "
                           "classification heads predict one label per text, by softmax)")
+    if task_cls is REGRESSION:
+        id2label = hf.get("id2label")
+        said = len(id2label) if isinstance(id2label, Mapping) else hf.get("num_labels")
+        outputs = max([said if isinstance(said, int) else 1, *classifier_rows(tensors,
+                                                                                arch.table)])
+        if outputs > 1:
+            raise ConfigError(f"{where}: problem_type {HF_REGRESSION} with {outputs} outputs is "
+                              "not supported (the zoo's regression head predicts one score "
+                              "per text)")
     params, unmapped, notes = arch.table.map(tensors, head_name or "classifier",
                                              keep_pooler=task_cls.keeps_pooler)
     if arch.finish is not None:  # may return notes on what it dropped on purpose

@@ -109,11 +109,31 @@ POST_LN_RULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def untie_decoder(params: dict, config=None, *,
-                  embedding: str = "encoder/embeddings/word/embedding") -> None:
-    """An MLM decoder tied to the word embeddings gets its own kernel (their transpose)."""
-    if "heads/mlm/decoder/bias" in params and embedding in params:
-        params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(params[embedding].T)
+MLM_DECODER = "heads/mlm/decoder"
+
+
+def resolve_decoder(params: dict, staged: str | None = None, hf_name: str = "", *,
+                    embedding: str = "encoder/embeddings/word/embedding") -> list[str]:
+    """The MLM decoder as transformers applies it, from whichever copies a file holds (edits
+    ``params`` in place; returns notes on what it dropped).
+
+    A tied decoder (the default) is the word-embedding table: transformers 5 files leave it
+    out, 4.x ``.bin`` files hold an equal copy. Where the decoder's bias is tied to another
+    tensor of the head (``staged``: where the name table put that one; ``hf_name``: its HF
+    name), a file holds either or both. An untied head (``tie_word_embeddings`` false) is
+    stored whole, and that other bias is then a separate tensor transformers never reads."""
+    notes = []
+    bias = params.pop(staged, None) if staged else None
+    if bias is not None:
+        own = params.get(f"{MLM_DECODER}/bias")
+        if own is None:
+            params[f"{MLM_DECODER}/bias"] = bias
+        elif not np.array_equal(np.asarray(own), np.asarray(bias)):
+            notes.append(f"{hf_name}: skipped (unused: the untied decoder has its own bias)")
+    if embedding in params and f"{MLM_DECODER}/kernel" not in params \
+            and any(name.startswith("heads/mlm/") for name in params):
+        params[f"{MLM_DECODER}/kernel"] = np.ascontiguousarray(np.asarray(params[embedding]).T)
+    return notes
 
 
 # ------------------------------------------------------------------------ zoo -> HF (export)

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from zoo.errors import ConfigError
 from zoo.hf import (Architecture, HFExport, NameTable, POST_LN_RULES, config_keys, make_config,
-                    make_family, untie_decoder)
+                    make_family, resolve_decoder)
 from zoo.models.bert.modeling import BertConfig
 
 # HF config.json key for each BertConfig field, per model type (first present wins).
@@ -47,6 +47,12 @@ def config_from_hf(hf: Mapping, *, where: str = "config.json") -> BertConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ConfigError(f"{where}: position_embedding_type "
                           f"{hf['position_embedding_type']!r} is not supported (only absolute)")
+    classes = hf.get("architectures")
+    if model_type == "electra" and isinstance(classes, list) and "ElectraForMaskedLM" in classes:
+        raise ConfigError(f"{where}: ElectraForMaskedLM (an ELECTRA generator) is not "
+                          "supported; the zoo reads ELECTRA discriminators (ElectraModel, "
+                          "ElectraForPreTraining, ...ForSequenceClassification, "
+                          "...ForTokenClassification)")
     if model_type == "distilbert" and hf.get("sinusoidal_pos_embds"):
         raise ConfigError(f"{where}: sinusoidal_pos_embds=true is not supported")
     values: dict[str, Any] = {"model_type": model_type}
@@ -70,6 +76,7 @@ def config_from_hf(hf: Mapping, *, where: str = "config.json") -> BertConfig:
 # ``{cls}`` the name the classifier head is stored under. "T" marks a Linear weight, stored
 # (out, in) by torch and transposed to NNX's (in, out) kernel.
 _L = r"(?P<i>\d+)"
+STAGED_BIAS = "heads/mlm/predictions_bias"  # not a parameter: resolved by ``finish``
 NAME_TABLE: tuple[tuple[str, str], ...] = (
     *POST_LN_RULES,  # BERT / ELECTRA embeddings and layers (DistilBERT's embeddings too)
     (r"embeddings_project\.weight", "encoder/embeddings/projection/kernel T"),
@@ -99,24 +106,27 @@ NAME_TABLE: tuple[tuple[str, str], ...] = (
     (r"classifier\.out_proj\.bias", "heads/{cls}/classifier/bias"),
     (r"classifier\.weight", "heads/{cls}/classifier/kernel T"),
     (r"classifier\.bias", "heads/{cls}/classifier/bias"),
-    # masked-LM heads (the decoder weight is tied to the word embeddings)
+    # masked-LM heads: the decoder is tied to the word embeddings unless the file stores it
+    # (tie_word_embeddings false); BERT's decoder bias is tied to cls.predictions.bias, staged
+    # here for ``finish`` (zoo.hf.resolve_decoder)
     (r"cls\.predictions\.transform\.dense\.weight", "heads/mlm/dense/kernel T"),
     (r"cls\.predictions\.transform\.dense\.bias", "heads/mlm/dense/bias"),
     (r"cls\.predictions\.transform\.LayerNorm\.(weight|gamma)", "heads/mlm/norm/scale"),
     (r"cls\.predictions\.transform\.LayerNorm\.(bias|beta)", "heads/mlm/norm/bias"),
-    (r"cls\.predictions\.(decoder\.)?bias", "heads/mlm/decoder/bias"),
+    (r"cls\.predictions\.decoder\.weight", "heads/mlm/decoder/kernel T"),
+    (r"cls\.predictions\.decoder\.bias", "heads/mlm/decoder/bias"),
+    (r"cls\.predictions\.bias", STAGED_BIAS),
     (r"vocab_transform\.weight", "heads/mlm/dense/kernel T"),
     (r"vocab_transform\.bias", "heads/mlm/dense/bias"),
     (r"vocab_layer_norm\.weight", "heads/mlm/norm/scale"),
     (r"vocab_layer_norm\.bias", "heads/mlm/norm/bias"),
+    (r"vocab_projector\.weight", "heads/mlm/decoder/kernel T"),
     (r"vocab_projector\.bias", "heads/mlm/decoder/bias"),
 )
 # Stored tensors that are not parameters of the zoo's modules, skipped on purpose.
 IGNORED = (
     (r"embeddings\.position_ids", "buffer"),
     (r"embeddings\.token_type_ids", "buffer"),
-    (r"cls\.predictions\.decoder\.weight", "tied to the word embeddings"),
-    (r"vocab_projector\.weight", "tied to the word embeddings"),
     (r"cls\.seq_relationship\.(weight|bias)", "next-sentence head (not used)"),
     (r"discriminator_predictions\..*", "ELECTRA replaced-token head (not used)"),
 )
@@ -159,5 +169,6 @@ ARCHITECTURE = Architecture(
     name="bert", model_types={"bert": "bert-custom", "electra": "electra-custom",
                               "distilbert": "distilbert-custom"},
     config_class=BertConfig, config_from_hf=lambda hf, where: config_from_hf(hf, where=where),
-    table=TABLE, finish=untie_decoder, config_to_hf=config_to_hf, exports=EXPORTS)
+    table=TABLE, finish=lambda params, config: resolve_decoder(params, STAGED_BIAS,
+                                                                "cls.predictions.bias"), config_to_hf=config_to_hf, exports=EXPORTS)
 FAMILY = make_family(ARCHITECTURE)

@@ -75,7 +75,9 @@ class BertConfig:
 
     @property
     def mlm_activation(self) -> str:
-        return self.hidden_act if self.hidden_act in ("relu", "gelu", "gelu_new") else "gelu_new"
+        # transformers' BERT and DistilBERT MLM heads apply hidden_act (ACT2FN); ELECTRA's
+        # generator head always applies gelu
+        return "gelu" if self.model_type == "electra" else self.hidden_act
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, HFExport, NameTable, config_keys, make_config
+from zoo.hf import (Architecture, HFExport, NameTable, config_keys, make_config,
+                    resolve_decoder)
 from zoo.models.deberta_v2.modeling import ACTIVATIONS, POS_ATT_TYPES, DebertaV2Config
 
 MODEL_TYPE = "deberta-v2"
@@ -121,6 +120,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
         else:
             raise ConfigError(f"{where}: pos_att_type {pos_att_type!r} is not supported "
                               f"(a list of {', '.join(POS_ATT_TYPES)})")
+        parts = [p for p in parts if p != "none"]  # "none": old configs' spelling of none
         unknown = [p for p in parts if p not in POS_ATT_TYPES]
         if unknown:
             raise ConfigError(f"{where}: pos_att_type {pos_att_type!r} is not supported "
@@ -206,22 +206,11 @@ def finish(params: dict, config: DebertaV2Config) -> list[str]:
     - The MLM decoder's kernel is the transposed word-embedding table unless the checkpoint
       stores an untied one.
     """
-    notes = []
-    staged = params.pop(STAGED_BIAS, None)
-    if staged is not None:
-        if "heads/mlm/decoder/bias" in params:
-            notes.append("cls.predictions.bias: skipped (unused: the untied decoder has its "
-                         "own bias)")
-        else:
-            params["heads/mlm/decoder/bias"] = staged
+    notes = resolve_decoder(params, STAGED_BIAS, "cls.predictions.bias")
     if not config.position_biased_input and \
             params.pop("encoder/embeddings/position/embedding", None) is not None:
         notes.append("embeddings.position_embeddings.weight: skipped (unused: "
                      "position_biased_input is false)")
-    embedding = params.get("encoder/embeddings/word/embedding")
-    if "heads/mlm/decoder/bias" in params and "heads/mlm/decoder/kernel" not in params \
-            and embedding is not None:
-        params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(embedding.T)
     return notes
 
 

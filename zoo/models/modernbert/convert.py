@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, HFExport, NameTable, make_config
+from zoo.hf import Architecture, HFExport, NameTable, make_config, resolve_decoder
 from zoo.models.modernbert.modeling import (ACTIVATIONS, GLOBAL, LAYER_TYPES, LOCAL, POOLINGS,
                                             ModernBertConfig, layer_pattern)
 
@@ -193,13 +191,10 @@ TABLE = NameTable(
 )
 
 
-def finish(params: dict, config: ModernBertConfig | None = None) -> None:
+def finish(params: dict, config: ModernBertConfig | None = None) -> list[str]:
     """An MLM head whose decoder is tied to the token embeddings gets its own kernel (their
-    transpose) when the file left the tied copy out."""
-    embedding = params.get("encoder/embeddings/word/embedding")
-    if embedding is not None and "heads/mlm/dense/kernel" in params \
-            and "heads/mlm/decoder/kernel" not in params:
-        params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(np.asarray(embedding).T)
+    transpose) when the file left the tied copy out (zoo.hf.resolve_decoder)."""
+    return resolve_decoder(params)
 
 
 def config_to_hf(config: ModernBertConfig) -> dict:

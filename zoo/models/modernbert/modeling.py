@@ -27,9 +27,8 @@ Like the BERT encoder, blocks see tokens flattened to (B*S, H).
 
 from __future__ import annotations
 
-import functools
-
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp

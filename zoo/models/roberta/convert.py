@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, HFExport, NameTable, POST_LN_RULES, config_keys, make_config
+from zoo.hf import (Architecture, HFExport, NameTable, POST_LN_RULES, config_keys, make_config,
+                    resolve_decoder)
 from zoo.models.roberta.modeling import MODEL_TYPES, RobertaConfig
 
 # RobertaConfig field -> config.json key (first present wins) and transformers' default for
@@ -100,22 +99,10 @@ IGNORED = (
 TABLE = NameTable(rules=RULES, ignored=IGNORED, prefixes=("roberta.",))
 
 
-def finish(params: dict, config: RobertaConfig | None = None) -> None:
-    """The MLM decoder as transformers computes it, from whichever copies a file holds.
-
-    ``lm_head.decoder`` is what RobertaLMHead applies. When tied (the default) its weight is
-    the word-embedding table and its bias ``lm_head.bias``: transformers 5 files keep only
-    those; transformers 4 ``.bin`` files also hold equal ``lm_head.decoder.*`` copies. An
-    untied decoder (``tie_word_embeddings`` false) is stored whole, and its
-    ``lm_head.bias`` is then a separate tensor the model never reads.
-    """
-    lm_bias = params.pop(LM_HEAD_BIAS, None)
-    if lm_bias is not None and "heads/mlm/decoder/bias" not in params:
-        params["heads/mlm/decoder/bias"] = lm_bias
-    embedding = params.get("encoder/embeddings/word/embedding")
-    if "heads/mlm/decoder/bias" in params and "heads/mlm/decoder/kernel" not in params \
-            and embedding is not None:
-        params["heads/mlm/decoder/kernel"] = np.ascontiguousarray(embedding.T)
+def finish(params: dict, config: RobertaConfig | None = None) -> list[str]:
+    """The MLM decoder as transformers computes it, from whichever copies a file holds:
+    RobertaLMHead's decoder bias is tied to ``lm_head.bias`` (zoo.hf.resolve_decoder)."""
+    return resolve_decoder(params, LM_HEAD_BIAS, "lm_head.bias")
 
 
 def config_to_hf(config: RobertaConfig) -> dict:
