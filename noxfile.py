@@ -3,7 +3,8 @@
 MRPC, STS-B and CoNLL-2003: the zoo, a baseline and PyTorch + transformers, one table),
 `nox -s sharding` (sharded steps on simulated devices against one device), `nox -s
 distill_trials` (student recipes, one table), `nox -s embed_parity` (`model.encode` against
-sentence-transformers), `nox -s parity` (every HF architecture against transformers' forward),
+sentence-transformers), `nox -s parity` (every HF architecture against transformers' forward), `nox -s
+parity_fuzz` (random configs of each against transformers),
 `nox -s export_parity` (exported models read by transformers and ONNX Runtime), `nox -s
 bench_onnx` (the zoo against ONNX Runtime on the CPU)."""
 
@@ -104,6 +105,14 @@ def parity(session):
     suite's golden files)."""
     session.install(".[bench-torch]")
     session.run("python", "-m", "benchmarks.hf_parity", *session.posargs, env=_env())
+
+
+@nox.session
+def parity_fuzz(session):
+    """Random small configs of every HF family against transformers' own forward
+    (`-- --n 25 --seed 1 --families bert,modernbert`; `-- --only roberta:7` one case)."""
+    session.install(".[bench-torch]")
+    session.run("python", "-m", "benchmarks.parity_fuzz", *session.posargs, env=_env())
 
 
 @nox.session

@@ -102,7 +102,7 @@ def encode(model, texts: str | Sequence[str], *, pooling: str | None = None,
     from tqdm.auto import tqdm
 
     from zoo.batching import inference_buckets
-    from zoo.inference import _bucket_rows, check_items, pad_encoded, uses_token_types
+    from zoo.inference import check_items, sorted_batches, uses_token_types
     from zoo.text import encode_texts, special_ids
 
     settings = defaults(model)
@@ -130,17 +130,12 @@ def encode(model, texts: str | Sequence[str], *, pooling: str | None = None,
     buckets = inference_buckets(length)
     pad = special_ids(model.tokenizer)["pad"]
     embed, cast_state = _pooled_forward(model, pooling, normalize)
-    state = cast_state()
-    types = uses_token_types(model.config)
-    order = np.argsort([len(e.ids) for e in encoded], kind="stable")
     out = np.empty((len(items), model.config.hidden_size), np.float32)
-    starts = range(0, len(items), batch_size)
-    for start in tqdm(starts, disable=not progress, unit="batch", desc="encode",
-                      dynamic_ncols=True):
-        chunk = order[start:start + batch_size]
-        ids, mask, type_ids = pad_encoded([encoded[i] for i in chunk], buckets, pad,
-                                          _bucket_rows(len(chunk), batch_size), types)
-        out[chunk] = np.asarray(embed(state, ids, mask, type_ids))[:len(chunk)]
+    batches = sorted_batches(embed, cast_state(), encoded, batch_size, buckets, pad,
+                             uses_token_types(model.config))
+    for chunk, vectors in tqdm(batches, total=-(-len(items) // batch_size), unit="batch",
+                               disable=not progress, desc="encode", dynamic_ncols=True):
+        out[chunk] = vectors
     if not np.isfinite(out).all():
         from zoo.inference import NonFiniteOutputError
 

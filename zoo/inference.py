@@ -114,15 +114,9 @@ def predict(model, texts, batch_size: int = 64) -> list:
             f"the tokenizer has {model.tokenizer.get_vocab_size()} tokens but the model embeds "
             f"only {model.config.vocab_size}: the tokenizer does not belong to this model")
     encodings = task.encode_items(model.tokenizer, items, max_len)
-    state = cast_state()
-    types = uses_token_types(model.config)
-    order = np.argsort([len(e.ids) for e in encodings], kind="stable")  # similar lengths
     results: list = [None] * len(items)
-    for start in range(0, len(items), batch_size):
-        chunk = order[start:start + batch_size]
-        ids, mask, type_ids = pad_encoded([encodings[i] for i in chunk], buckets, pad,
-                                          _bucket_rows(len(chunk), batch_size), types)
-        out = np.asarray(outputs_fn(state, ids, mask, type_ids))[:len(chunk)]
+    for chunk, out in sorted_batches(outputs_fn, cast_state(), encodings, batch_size, buckets,
+                                     pad, uses_token_types(model.config)):
         bad = np.flatnonzero(~np.isfinite(out.reshape(len(chunk), -1)).all(-1))
         if bad.size:
             raise NonFiniteOutputError(
@@ -131,6 +125,20 @@ def predict(model, texts, batch_size: int = 64) -> list:
         for r, i in enumerate(chunk):
             results[i] = out[r]
     return task.decode(items, results, model, encodings)
+
+
+def sorted_batches(forward, state, encoded: Sequence, batch_size: int, buckets, pad: int,
+                   token_types: bool):
+    """(indices, outputs as NumPy) of ``encoded`` examples run ``batch_size`` at a time in
+    order of length, each batch padded only to its own longest (``predict``, ``encode``).
+    (Dispatching the next batch before fetching this one's outputs gained nothing measurable
+    on all-MiniLM-L6-v2: padding takes well under 1 % of a batch.)"""
+    order = np.argsort([len(e.ids) for e in encoded], kind="stable")
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        ids, mask, type_ids = pad_encoded([encoded[i] for i in chunk], buckets, pad,
+                                          _bucket_rows(len(chunk), batch_size), token_types)
+        yield chunk, np.asarray(forward(state, ids, mask, type_ids))[:len(chunk)]
 
 
 def pad_encoded(encoded: Sequence, buckets, pad: int, num_rows: int, token_types: bool
