@@ -40,8 +40,8 @@ def test_inference_buckets_pad_little_with_few_shapes(max_len):
     assert list(buckets) == sorted(set(buckets)) and buckets[-1] == max_len
     for length in range(1, max_len + 1):  # the bucket a batch of longest `length` pads to
         padded = next(b for b in buckets if b >= length)
-        assert padded - length <= max(1, length // 8), (length, padded)
-    assert len(buckets) <= {1: 1, 5: 3, 31: 16, 128: 32, 512: 48, 8192: 80}[max_len]
+        assert padded - length <= max(3, length // 8), (length, padded)
+    assert len(buckets) <= {1: 1, 5: 2, 31: 8, 128: 24, 512: 40, 8192: 72}[max_len]
 
 
 def test_too_long_example_is_named():
