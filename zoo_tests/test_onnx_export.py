@@ -10,6 +10,7 @@ contractions, integer and float elementwise semantics, and what it refuses.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def test_graph_interface(exported):
 # ---------------------------------------------------------------------------- the converter
 
 
-def _run(fn, *arrays, constraints=("sequence <= 64", "sequence >= 4")):
+def _run(fn, *arrays, constraints=("sequence <= 64", "sequence >= 4"), opset=17):
     """``fn`` traced with symbolic (batch, sequence) leading dims, converted, and run by the
     reference evaluator on ``arrays``; checked against jax's own ``fn(*arrays)``."""
     batch, length = export.symbolic_shape("batch, sequence", constraints=constraints)
@@ -191,7 +192,7 @@ def _run(fn, *arrays, constraints=("sequence <= 64", "sequence >= 4")):
     closed = jax.make_jaxpr(fn)(*specs)
     n_out = len(closed.jaxpr.outvars)
     proto = _jaxpr_to_onnx(closed, inputs=[f"x{i}" for i in range(len(arrays))],
-                           outputs=[f"y{i}" for i in range(n_out)])
+                           outputs=[f"y{i}" for i in range(n_out)], opset=opset)
     onnx.checker.check_model(proto, full_check=True)
     feeds = {f"x{i}": a.astype(np.int64) if np.issubdtype(a.dtype, np.integer) else a
              for i, a in enumerate(arrays)}
@@ -283,6 +284,34 @@ def test_float_semantics():
         jnp.pad(f, ((0, 0), (1, 2)), constant_values=9.0), jnp.split(f, [1], axis=1)[1]), f)
 
 
+def test_fused_patterns_and_near_misses():
+    """LayerNorm (with or without bias), softmax along any axis and the exact GELU become one
+    LayerNormalization, Softmax, and Gelu (opset 20) or the Div/Erf/Add/Mul chain ONNX
+    Runtime fuses (opset 17); a LayerNorm whose mean is also read elsewhere stays unfused."""
+    x = RNG.standard_normal((2, 5, 8)).astype(np.float32) * 3 + 1
+    norm, bare = (zoo.nn.layer_norm(8, 1e-5, nnx.Rngs(0), use_bias=b) for b in (True, False))
+    for module in (norm, bare):
+        module.scale[...] = jnp.asarray(RNG.standard_normal(8), jnp.float32)
+    norm.bias[...] = jnp.asarray(RNG.standard_normal(8), jnp.float32)
+    gelu = zoo.nn.ACTIVATIONS["gelu"]
+
+    def ops(proto):
+        return collections.Counter(n.op_type for n in proto.graph.node)
+
+    found = ops(_run(lambda x: (norm(x), bare(x), jax.nn.softmax(x, axis=1),
+                                jax.nn.softmax(x), gelu(x)), x))
+    assert (found["LayerNormalization"], found["Softmax"], found["Erf"], found["Div"]) == \
+        (2, 2, 1, 1)
+    assert found["ReduceSum"] == found["ReduceMax"] == 0
+    assert ops(_run(gelu, x, opset=20))["Gelu"] == 1
+
+    def shared_mean(x):
+        mean = x.mean(-1, keepdims=True)
+        centered = x - mean
+        return centered * lax.rsqrt((centered * centered).mean(-1, keepdims=True) + 1e-5), mean
+    assert ops(_run(shared_mean, x))["LayerNormalization"] == 0
+
+
 # ---------------------------------------------------------------------------- refusals
 
 
@@ -355,3 +384,18 @@ def test_export_writes_atomically_at_any_opset_and_keeps_training_mode(tmp_path)
     model.eval()
     want = np.asarray(model(ids, mask, types))
     assert np.max(np.abs(got - want)) <= TOLERANCE
+
+
+def test_layer_norms_softmaxes_and_gelus_are_fused(exported):
+    """Each LayerNorm of the model is one LayerNormalization node, each attention's softmax
+    one Softmax, and the exact GELU the chain ONNX Runtime fuses (Div, Erf, Add, Mul):
+    nothing of them is left as separate reductions."""
+    ops = collections.Counter(node.op_type for node in exported.proto.graph.node)
+    norms = sum(isinstance(m, nnx.LayerNorm) for _, m in nnx.iter_modules(exported.model))
+    assert ops["LayerNormalization"] == norms > 0
+    assert ops["Softmax"] == exported.model.config.num_layers
+    nodes = exported.proto.graph.node
+    assert not [n.name for n in nodes if n.name.startswith(("reduce_max/", "rsqrt/"))]
+    producer = {out: node for node in nodes for out in node.output}
+    erfs = [producer[node.input[0]] for node in nodes if node.op_type == "Erf"]
+    assert all(p.op_type == "Div" and p.name.startswith("fused/") for p in erfs)
