@@ -203,6 +203,37 @@ def _low_precision_einsum_bwd(spec, out_dtype, residuals, g):
 _low_precision_einsum.defvjp(_low_precision_einsum_fwd, _low_precision_einsum_bwd)
 
 
+@jax.custom_vjp
+def stored_gradient(x: jax.Array) -> jax.Array:
+    """The identity, whose gradient XLA's CPU backend computes once and stores.
+
+    In a pre-LN stack (``x += f(LN(x))``) the residual stream's gradient at block l is the
+    sum of every later block's LayerNorm backward: elementwise work, given their row
+    statistics. XLA's CPU fusion then recomputes that whole sum inside each block's fusion
+    (O(layers²): ModernBERT-base's first block fused 1,061 operations) instead of reading
+    it back. ``jax.lax.optimization_barrier`` does not stop it (the CPU pipeline drops
+    barriers before fusion); a conditional does, so on the CPU the cotangent passes through
+    ``lax.cond(g[0] == g[0], identity, optimization_barrier)``: both branches return it
+    unchanged, and XLA cannot fuse across them. Other platforms get the plain identity.
+    """
+    return x
+
+
+def _stored_gradient_fwd(x):
+    return x, None
+
+
+def _stored_gradient_bwd(_, g):
+    def stored(g):
+        first = g.reshape(-1)[0]
+        return jax.lax.cond(first == first, lambda g: g, jax.lax.optimization_barrier, g)
+
+    return (jax.lax.platform_dependent(g, cpu=stored, default=lambda g: g),)
+
+
+stored_gradient.defvjp(_stored_gradient_fwd, _stored_gradient_bwd)
+
+
 def linear_dot_general(lhs, rhs, dimension_numbers, precision=None,
                        preferred_element_type=None, out_sharding=None):
     """``nnx.Linear``'s product through :func:`einsum` (float32 accumulation of bf16

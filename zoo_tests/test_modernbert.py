@@ -396,6 +396,29 @@ def test_dropout_in_training_mode_and_bf16():
     assert 0 < np.abs(low - clean).max() < 0.1 * np.abs(clean).max() and np.isfinite(low).all()
 
 
+def test_the_residual_gradient_is_stored_once_per_block(monkeypatch):
+    """``zoo.nn.stored_gradient`` at each block changes no gradient, and on the CPU puts each
+    block's residual cotangent behind a conditional, so that no fusion of the backward
+    recomputes the later blocks' LayerNorm gradients (ModernBERT-base: 1,061 operations)."""
+    from zoo.models.modernbert import modeling
+
+    encoder = build(tiny(num_layers=2))
+    ids, mask = batch([[1, 2, 3, 4, 5, 6], [7, 8, 9]])
+    graph, params = nnx.split(encoder)
+
+    def gradient():  # a fresh jit: traced with the current modeling.stored_gradient
+        return jax.jit(jax.grad(lambda p: (nnx.merge(graph, p)(ids, mask) ** 2).sum()))
+
+    stored = gradient()
+    hlo = stored.lower(params).compile().as_text()
+    monkeypatch.setattr(modeling, "stored_gradient", lambda x: x)
+    plain = gradient()
+    assert hlo.count(" conditional(") == 2 > plain.lower(params).compile().as_text().count(
+        " conditional(")
+    for a, b in zip(jax.tree.leaves(stored(params)), jax.tree.leaves(plain(params))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_partition_rules_name_real_parameters():
     import re
 

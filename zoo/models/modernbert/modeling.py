@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from zoo import nn
-from zoo.nn import Dropout
+from zoo.nn import Dropout, stored_gradient
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' layer_types names
 LAYER_TYPES = (GLOBAL, LOCAL)
@@ -314,6 +314,7 @@ class Layer(nnx.Module):
         self.mlp = MLP(config, rngs=rngs)
 
     def __call__(self, x, mask, cos, sin, batch: int, *, rngs=None):
+        x = stored_gradient(x)  # the residual's gradient, once per block (zoo.nn)
         h = x if self.attention_norm is None else self.attention_norm(x)
         x = x + self.attention(h, mask, cos, sin, batch, rngs=rngs)
         return x + self.mlp(self.mlp_norm(x), rngs=rngs)
