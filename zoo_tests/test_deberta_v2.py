@@ -184,6 +184,10 @@ def test_config_from_hf_defaults_are_transformers_defaults():
     ({"conv_kernel_size": 3}, "conv_kernel_size 3 is not supported"),
     ({"pooler_hidden_size": 128}, "pooler_hidden_size 128 is not supported"),
     ({"attention_head_size": 32}, "attention_head_size 32 is not supported"),
+    # checked before any arithmetic: {} * heads was a TypeError, "x" * 10**12 a MemoryError
+    ({"attention_head_size": {}}, "attention_head_size {} is not supported"),
+    ({"attention_head_size": "x", "num_attention_heads": 10**12},
+     "attention_head_size 'x' is not supported"),
     ({"hidden_act": "xielu"}, "hidden_act 'xielu' is not supported"),
     ({"pooler_hidden_act": "softmax"}, "pooler_hidden_act 'softmax' is not supported"),
     ({"pos_att_type": "p2c|p2p"}, "pos_att_type 'p2c|p2p' is not supported"),

@@ -373,6 +373,103 @@ def test_a_post_processor_id_past_the_embedding_is_refused(name, tmp_path):
 
 
 
+def _edit_tokenizer(folder: Path, **changes) -> None:
+    state = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer.json").write_text(json.dumps(state | changes), encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+@pytest.mark.parametrize("damage, words", [
+    # an unparsable SentencePiece map made the tokenizers library panic (a BaseException)
+    (lambda f: _edit_tokenizer(f, normalizer={"type": "Precompiled",
+                                              "precompiled_charsmap": "AAAA"}),
+     "tokenizer.json: not a valid tokenizer.json (Precompiled: "),
+    # a lone surrogate (JSON "\ud800") reached the library: TypeError, UnicodeEncodeError
+    (lambda f: (f / "tokenizer_config.json").write_text('{"pad_token": "\\ud800"}'),
+     "tokenizer_config.json: pad_token '\\ud800' is not valid Unicode"),
+], ids=["charsmap-panic", "lone-surrogate"])
+def test_tokenizers_the_library_cannot_run_are_refused(name, damage, words, tmp_path):
+    """Found by ``benchmarks/malformed_fuzz.py``: each crashed outside the zoo's errors."""
+    folder = _copy(name, tmp_path)
+    damage(folder)
+    assert words in _load_error(folder)
+
+
+@pytest.mark.parametrize("name", ["roberta-xlm-base", "deberta-v2-v3-base"])  # Unigram
+def test_a_tokenizer_without_an_unknown_token_is_refused(name, tmp_path):
+    """A Unigram model with no ``unk_id`` loads, and failed on the first piece it did not
+    know, inside predict (a raw Exception of the tokenizers library)."""
+    folder = _copy(name, tmp_path)
+    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    _edit_tokenizer(folder, model=model | {"unk_id": None})
+    assert "tokenizer.json: the tokenizer fails to encode text" in _load_error(folder)
+
+
+@pytest.mark.parametrize("name", [b for b, _ in BASES])
+def test_positions_for_fewer_than_two_tokens_are_refused_when_loading(name, tmp_path):
+    """max_position_embeddings 1 loaded (DeBERTa, ModernBERT: no position table to
+    disagree) and every predict failed with "max_len must be an int >= 2", naming no file."""
+    folder = _copy(name, tmp_path)
+    _edit_config(folder, max_position_embeddings=1)
+    message = _load_error(folder)
+    assert str(folder / "config.json") in message and "max_position_embeddings" in message
+
+
+def test_an_unused_lm_head_bias_of_another_shape_is_refused(tmp_path):
+    """An untied decoder keeps its own bias and transformers never reads lm_head.bias, but
+    still loads it: one of another shape was dropped silently."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = _copy("roberta-xlm-mlm-untied", tmp_path)
+    weights = folder / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["lm_head.bias"] = np.zeros(tensors["lm_head.bias"].shape[0] + 1, np.float32)
+    save_file(tensors, str(weights))
+    assert f"{weights}: lm_head.bias has shape" in _load_error(folder)
+
+
+def _bpe_files(folder: Path) -> None:
+    """tokenizer.json as the slow tokenizer's vocab.json + merges.txt."""
+    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"]), encoding="utf-8")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n",
+                                       encoding="utf-8")
+    (folder / "tokenizer.json").unlink()
+
+
+def test_vocab_json_and_merges_txt_tokenise_like_tokenizer_json(tmp_path):
+    folder = _copy("roberta-classifier", tmp_path)
+    _bpe_files(folder)
+    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine ."]
+    assert repr(zoo.load(str(folder)).predict(texts)) == \
+        repr(zoo.load(str(GOLDEN / "roberta-classifier")).predict(texts))
+
+
+def test_a_merge_longer_than_every_vocab_json_token_is_refused(tmp_path):
+    """A merge whose result vocab.json lacks is a plain error of the tokenizers library,
+    unless the result is longer than every token: then the library panicked (a
+    BaseException, past ``except Exception``)."""
+    folder = _copy("roberta-classifier", tmp_path)
+    _bpe_files(folder)
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    single = [token for token in vocab if len(token) == 1]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(single)}),
+                                       encoding="utf-8")
+    assert "vocab.json / merges.txt are not a BPE vocabulary" in _load_error(folder)
+
+
+def test_two_merged_tokens_of_one_id_are_refused_when_loading(tmp_path):
+    """vocab.json giving two merge results one id loads, but the tokenizer does not survive
+    its own JSON (one of them is lost): predict failed copying it to truncate."""
+    folder = _copy("roberta-classifier", tmp_path)
+    _bpe_files(folder)
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    vocab["\u0120t"] = vocab["\u0120a"]  # "Ġt", "Ġa": the first merges' results
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    assert "vocab.json: the tokenizer fails to encode text" in _load_error(folder)
+
+
 @pytest.mark.parametrize("name", ["roberta-base", "modernbert-base"])  # BPE: token -> id
 def test_a_vocabulary_id_past_the_embedding_is_refused(name, tmp_path):
     """A tokenizer.json vocabulary need not number its tokens 0..n-1: a sparse id past the
@@ -415,6 +512,8 @@ def test_config_numbers_of_the_wrong_kind_are_named(name, key, value, words, tmp
     ("num_labels", "2", "num_labels must be a positive integer, got '2'"),
     ("problem_type", "ranking", "problem_type must be one of"),
     ("architectures", "RobertaModel", "architectures must be a list of class names"),
+    # not a class name: its line break went into a two-line "no question-answering head"
+    ("architectures", ["Some\nForQuestionAnswering"], "architectures must be a list of class"),
 ])
 def test_task_keys_of_the_wrong_kind_are_named(name, key, value, words, tmp_path):
     """Found by a sweep setting every config.json key to a string, null, list, dict, NaN,

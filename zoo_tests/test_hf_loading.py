@@ -155,6 +155,8 @@ def test_buffers_are_skipped_without_complaint(tmp_path):
     ({"layer_norm_eps": "1e-12"}, None, "layer_norm_eps must be a positive finite number"),
     ({"hidden_dropout_prob": "0.1"}, None, r"dropout must be in \[0, 1\), got '0.1'"),
     ({"type_vocab_size": "2"}, None, "type_vocab_size must be an integer >= 0, got '2'"),
+    ({"max_position_embeddings": 1}, None, "max_position_embeddings 1 leaves room for 1 token"),
+    ({"architectures": ["Bert\nForQuestionAnswering"]}, None, "must be a list of class names"),
 ], ids=str)
 def test_bad_config_is_a_one_line_config_error(tmp_path, problem, config_text, match):
     folder = tmp_path / "cfg"
@@ -171,6 +173,36 @@ def test_bad_config_is_a_one_line_config_error(tmp_path, problem, config_text, m
     message = str(caught.value)
     assert "\n" not in message
     assert str(folder / "config.json") in message
+
+
+def _drop_unk_piece(folder: Path) -> None:
+    """[UNK] out of the WordPiece model's vocabulary (its added token stays, so every
+    special token is found): the folder loaded, and predict failed on the first word the
+    vocabulary lacks with the tokenizers library's raw Exception."""
+    state = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    del state["model"]["vocab"]["[UNK]"]
+    (folder / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
+
+
+def _vocab_txt(folder: Path, unk: str) -> None:
+    (folder / "tokenizer.json").unlink()
+    br.write_tokenizer(folder, "vocab")
+    (folder / "special_tokens_map.json").write_text(json.dumps({"unk_token": unk}))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_drop_unk_piece, "tokenizer.json: the tokenizer fails to encode text (WordPiece error: "
+                      "Missing [UNK] token"),
+    (lambda folder: _vocab_txt(folder, "[UNK]\n[X]"),  # named as written, on one line
+     "vocab.txt: the vocabulary lacks '[UNK]\\n[X]'"),
+], ids=["no-unknown-token", "line-break-in-a-token"])
+def test_bert_tokenizers_that_cannot_run_are_one_line(tmp_path, damage, words):
+    folder = tmp_path / "tok"
+    br.write_hf_folder(folder, "bert", seed=5)
+    damage(folder)
+    with pytest.raises(ConfigError) as caught:
+        zoo.load(str(folder))
+    assert words in str(caught.value) and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("value", ["x", -1, 2.5, [128], 10**30])

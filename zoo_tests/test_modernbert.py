@@ -212,6 +212,11 @@ def test_config_from_hf_reads_every_option():
     ({"classifier_activation": "xielu"}, "classifier_activation 'xielu' is not supported"),
     ({"classifier_pooling": "max"}, "classifier_pooling 'max' is not supported"),
     ({"head_dim": 32}, "head_dim 32 is not supported"),
+    # checked before any arithmetic: {} * heads was a TypeError, "x" * 10**12 a MemoryError
+    ({"head_dim": {}}, "head_dim {} is not supported"),
+    ({"head_dim": "x", "num_attention_heads": 10**12}, "head_dim 'x' is not supported"),
+    # 4.x spelling: the layer pattern of 10**12 layers was built before the size was checked
+    ({"layer_types": None, "num_hidden_layers": 10**12}, "num_layers must be at most 1024"),
     ({"layer_types": [GLOBAL] * 21 + ["chunked_attention"]}, "layer_types .* not supported"),
     ({"layer_types": [GLOBAL] * 3}, "layer_types has 3 entries"),
     ({"local_attention": 0}, "local_attention"),

@@ -185,6 +185,11 @@ def _spm_folder(tmp_path: Path, **files) -> Path:
     ({"tokenizer_config__json": {"added_tokens_decoder": {"-1": {"content": "x"}}}},
      "entry '-1' must map an id"),
     ({"tokenizer_config__json": {"added_tokens_decoder": []}}, "must be a JSON object"),
+    # JSON's lone surrogates: the tokenizers library raised TypeError / UnicodeEncodeError
+    ({"added_tokens__json": {"\ud800": 298}}, "token '\\ud800' is not valid Unicode"),
+    ({"tokenizer_config__json": {"added_tokens_decoder": {"298": {"content": "\ud800"}}}},
+     "token '\\ud800' is not valid Unicode"),
+    ({"tokenizer_config__json": {"pad_token": "\ud800"}}, "pad_token '\\ud800' is not valid"),
 ])
 def test_bad_tokenizer_settings_are_one_line(tmp_path, files, words):
     with pytest.raises(ConfigError) as caught:

@@ -123,6 +123,27 @@ def make_config(config_class: type, values: Mapping, where: str):
         raise ConfigError(f"{where}: {err}") from None
 
 
+def _size(value) -> bool:
+    """A positive integer (not a bool), as config.json's sizes must be."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_head_size(hf: Mapping, key: str, where: str) -> None:
+    """config.json's per-head width ``key`` (DeBERTa's ``attention_head_size``, ModernBERT's
+    ``head_dim``), when set, must be ``hidden_size / num_attention_heads``: the zoo's
+    attention has no other. Checked before any arithmetic on it: a string times a huge
+    head count would fill the memory, a dict would raise TypeError."""
+    value = hf.get(key)
+    if value is None:
+        return
+    hidden, heads = hf.get("hidden_size"), hf.get("num_attention_heads")
+    sized = _size(hidden) and _size(heads)
+    if not _size(value) or (sized and value * heads != hidden):
+        only = f" = {hidden}/{heads}" if sized else ""
+        raise ConfigError(f"{where}: {key} {value!r} is not supported (the zoo's head size is "
+                          f"hidden_size / num_attention_heads{only})")
+
+
 def config_from_dict(arch: Architecture, values: Mapping):
     """The family's config from a zoo manifest's ``config`` (unknown keys refused)."""
     if not isinstance(values, Mapping):
@@ -165,8 +186,8 @@ def check_task_keys(hf: Mapping, where: str) -> None:
     rather than read as another head), ``id2label`` ({id: name}), ``num_labels``,
     ``problem_type``."""
     classes = hf.get("architectures")
-    if classes is not None and (not isinstance(classes, list)
-                                or not all(isinstance(c, str) for c in classes)):
+    if classes is not None and (not isinstance(classes, list) or not all(
+            isinstance(c, str) and c.isidentifier() for c in classes)):  # Python class names
         raise ConfigError(f"{where}: architectures must be a list of class names, "
                           f"got {classes!r}")
     id2label = hf.get("id2label")
@@ -240,6 +261,10 @@ def convert_folder(path: str | Path, name: str | None = None,
     hf = read_json(path / "config.json")
     arch = architecture_of(hf, where)
     config = arch.config_from_hf(hf, where)
+    if config.max_len < 2:  # its positions: encode_texts would refuse every text later
+        raise ConfigError(f"{where}: max_position_embeddings {config.max_position_embeddings} "
+                          f"leaves room for {config.max_len} token(s); at least 2 ([CLS] and "
+                          "[SEP]) are needed")
     check_task_keys(hf, where)
     family = _FAMILIES[arch.name]
     model = name or _preset_for(arch, config, hf, list_models())
@@ -285,7 +310,11 @@ def convert_folder(path: str | Path, name: str | None = None,
     params, unmapped, notes = arch.table.map(tensors, head_name or "classifier",
                                              keep_pooler=task_cls.keeps_pooler)
     if arch.finish is not None:  # may return notes on what it dropped on purpose
-        notes = sorted(notes + list(arch.finish(params, config) or ()))
+        try:
+            finished = arch.finish(params, config)
+        except ConfigError as err:  # a tensor it cannot place: name the weights
+            raise ConfigError(f"{weights_file(path)}: {err}") from None
+        notes = sorted(notes + list(finished or ()))
     heads: dict[str, dict] = {}
     for stored in dict.fromkeys(n for n in (head_name, MLM_HEAD) if n):
         if not any(k.startswith(f"heads/{stored}/") for k in params):

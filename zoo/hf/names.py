@@ -16,6 +16,8 @@ from typing import Mapping
 
 import numpy as np
 
+from zoo.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class NameTable:
@@ -121,13 +123,18 @@ def resolve_decoder(params: dict, staged: str | None = None, hf_name: str = "", 
     out, 4.x ``.bin`` files hold an equal copy. Where the decoder's bias is tied to another
     tensor of the head (``staged``: where the name table put that one; ``hf_name``: its HF
     name), a file holds either or both. An untied head (``tie_word_embeddings`` false) is
-    stored whole, and that other bias is then a separate tensor transformers never reads."""
+    stored whole, and that other bias is then a separate tensor transformers never reads
+    (but still loads: one of another shape than the decoder's is refused, as transformers
+    refuses it, with a ``ConfigError`` naming ``hf_name``)."""
     notes = []
     bias = params.pop(staged, None) if staged else None
     if bias is not None:
         own = params.get(f"{MLM_DECODER}/bias")
         if own is None:
             params[f"{MLM_DECODER}/bias"] = bias
+        elif np.shape(own) != np.shape(bias):
+            raise ConfigError(f"{hf_name} has shape {tuple(np.shape(bias))}, but the MLM "
+                              f"decoder's bias has {tuple(np.shape(own))}")
         elif not np.array_equal(np.asarray(own), np.asarray(bias)):
             notes.append(f"{hf_name}: skipped (unused: the untied decoder has its own bias)")
     if embedding in params and f"{MLM_DECODER}/kernel" not in params \

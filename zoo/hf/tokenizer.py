@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, one_line
 from zoo.hf.files import read_json
 from zoo.registry import WeightsNotFoundError
 
@@ -31,17 +31,19 @@ ADDED_FLAGS = ("special", "normalized", "lstrip", "rstrip", "single_word")
 
 
 def read_tokenizer(path: Path, source: str = ""):
-    from zoo.text import read_tokenizer_file
+    """The folder's tokenizer (see the module docstring), checked: its special tokens agree
+    with the folder's files, and it encodes text (``zoo.text.check_encodes``)."""
+    from zoo.text import check_encodes, read_tokenizer_file
 
     json_path = path / "tokenizer.json"
     if json_path.is_file():
-        tokenizer = read_tokenizer_file(json_path)
+        file, tokenizer = json_path, read_tokenizer_file(json_path)
     elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        tokenizer = _byte_level_bpe(path)
+        file, tokenizer = path / "vocab.json", _byte_level_bpe(path)
     elif (path / SPM_FILE).is_file():
-        tokenizer = _sentencepiece(path)
+        file, tokenizer = path / SPM_FILE, _sentencepiece(path)
     elif (path / "vocab.txt").is_file():
-        tokenizer = _wordpiece(path, source or str(path))
+        file, tokenizer = path / "vocab.txt", _wordpiece(path, source or str(path))
     else:
         others = [p.name for p in path.glob("*.model")]
         hint = (f" ({', '.join(others)} is a SentencePiece model of another name: save the "
@@ -55,6 +57,7 @@ def read_tokenizer(path: Path, source: str = ""):
     if tokenizer.post_processor is None and "cls" in named and "sep" in named:
         _frame(tokenizer, named["cls"], named["sep"], path)
     check_specials(tokenizer, named, path)
+    check_encodes(tokenizer, str(file))
     return tokenizer
 
 
@@ -72,8 +75,18 @@ def special_token_names(path: Path, roles: tuple[str, ...] = ROLES) -> dict[str,
             if isinstance(value, dict):
                 value = value.get("content")
             if isinstance(value, str) and value:
-                names[role] = value
+                names[role] = _checked_text(value, f"{path / file}: {role}_token")
     return names
+
+
+def _checked_text(text: str, what: str) -> str:
+    """``text`` when it is valid Unicode; JSON's lone surrogates (``"\\ud800"``) read as
+    Python strings that the tokenizers library cannot take (TypeError, UnicodeEncodeError)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} {text!r} is not valid Unicode (a lone surrogate)") from None
+    return text
 
 
 def check_specials(tokenizer, named: dict[str, str], path: Path) -> None:
@@ -110,11 +123,15 @@ def _frame(tokenizer, cls: str, sep: str, path: Path) -> None:
 def _byte_level_bpe(path: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+    from zoo.text import library_error
+
     try:
         model = models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt"))
-    except Exception as err:
+    except BaseException as err:  # the library panics on a merge longer than any token
+        if not library_error(err):
+            raise
         raise ConfigError(f"{path}: vocab.json / merges.txt are not a BPE vocabulary "
-                          f"({err})") from None
+                          f"({one_line(err)})") from None
     prefix_space = _setting(path, "add_prefix_space", False)
     tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
@@ -125,7 +142,7 @@ def _byte_level_bpe(path: Path):
     cls, sep = named.get("cls", "<s>"), named.get("sep", "</s>")
     ids = [tokenizer.token_to_id(t) for t in (cls, sep)]
     if None in ids:
-        raise ConfigError(f"{path / 'vocab.json'}: the vocabulary lacks {cls} or {sep}")
+        raise ConfigError(f"{path / 'vocab.json'}: the vocabulary lacks {cls!r} or {sep!r}")
     tokenizer.post_processor = processors.RobertaProcessing(
         (sep, ids[1]), (cls, ids[0]), add_prefix_space=prefix_space)
     return tokenizer
@@ -179,7 +196,7 @@ def _wordpiece(path: Path, source: str):
         named.get("unk", "[UNK]")
     for token in (cls, sep, unk):
         if token not in vocab:
-            raise ConfigError(f"{vocab_path}: the vocabulary lacks {token}")
+            raise ConfigError(f"{vocab_path}: the vocabulary lacks {token!r}")
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None,
@@ -199,6 +216,7 @@ def _sentencepiece(path: Path):
                             pre_tokenizers, processors)
 
     from zoo.hf.sentencepiece import CONTROL, MODEL_TYPES, UNIGRAM, read_model
+    from zoo.text import library_error
 
     spm = read_model(path / SPM_FILE)
     if spm.model_type != UNIGRAM:
@@ -216,9 +234,11 @@ def _sentencepiece(path: Path):
     if spm.precompiled_charsmap:
         try:
             steps.append(normalizers.Precompiled(spm.precompiled_charsmap))
-        except Exception as err:  # the tokenizers library raises plain Exceptions
+        except BaseException as err:  # the library's Exceptions and panics
+            if not library_error(err):
+                raise
             raise ConfigError(f"{path / SPM_FILE}: its precompiled character map is "
-                              f"malformed ({err})") from None
+                              f"malformed ({one_line(err)})") from None
         steps += [normalizers.Strip(left=False, right=True),
                   normalizers.Replace(Regex(" {2,}"), " ")]
     else:
@@ -269,7 +289,8 @@ def _added_tokens(path: Path, config: dict, pieces: list[str], specials: set[str
             raise ConfigError(f"{file}: expected a JSON object of token -> id (an integer "
                               "from 0)")
         for content, token_id in values.items():
-            found[token_id] = AddedToken(content, special=content in specials, normalized=True)
+            found[token_id] = AddedToken(_checked_text(content, f"{file}: token"),
+                                         special=content in specials, normalized=True)
     decoder = config.get("added_tokens_decoder")
     if decoder is not None:
         where = f"{path / 'tokenizer_config.json'}: added_tokens_decoder"
@@ -282,7 +303,8 @@ def _added_tokens(path: Path, config: dict, pieces: list[str], specials: set[str
                 raise ConfigError(f"{where}: entry {key!r} must map an id to "
                                   "{\"content\": a token, and true/false flags}")
             flags = {f: entry[f] for f in ADDED_FLAGS if f in entry}
-            found[int(key)] = AddedToken(entry["content"], **flags)
+            found[int(key)] = AddedToken(_checked_text(entry["content"], f"{where}: token"),
+                                         **flags)
     for token_id, token in found.items():
         if token_id < len(pieces) and pieces[token_id] != token.content:
             raise ConfigError(f"{path}: its added token {token.content!r} has id {token_id}, "

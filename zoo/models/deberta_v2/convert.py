@@ -20,8 +20,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from zoo.errors import ConfigError
-from zoo.hf import (Architecture, HFExport, NameTable, config_keys, make_config,
-                    resolve_decoder)
+from zoo.hf import (Architecture, HFExport, NameTable, check_head_size, config_keys,
+                    make_config, resolve_decoder)
 from zoo.models.deberta_v2.modeling import ACTIVATIONS, POS_ATT_TYPES, DebertaV2Config
 
 MODEL_TYPE = "deberta-v2"
@@ -90,12 +90,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
         raise ConfigError(f"{where}: the legacy masked-LM head with embedding_size "
                           f"{hf['embedding_size']!r} other than hidden_size {hidden!r} is not "
                           "supported")
-    heads = hf.get("num_attention_heads")
-    head_size = hf.get("attention_head_size")
-    if head_size is not None and isinstance(hidden, int) and isinstance(heads, int) and heads \
-            and head_size * heads != hidden:
-        raise ConfigError(f"{where}: attention_head_size {head_size!r} is not supported "
-                          f"(only hidden_size / num_attention_heads = {hidden // heads})")
+    check_head_size(hf, "attention_head_size", where)
     for key in ("hidden_act", "pooler_hidden_act"):
         value = hf.get(key)
         if value is not None and (not isinstance(value, str) or value not in ACTIVATIONS):

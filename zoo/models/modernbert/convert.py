@@ -22,9 +22,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from zoo.errors import ConfigError
-from zoo.hf import Architecture, HFExport, NameTable, make_config, resolve_decoder
+from zoo.hf import (Architecture, HFExport, NameTable, check_head_size, make_config,
+                    resolve_decoder)
 from zoo.models.modernbert.modeling import (ACTIVATIONS, GLOBAL, LAYER_TYPES, LOCAL, POOLINGS,
                                             ModernBertConfig, layer_pattern)
+from zoo.nn import MAX_LAYERS
 
 # HF activation names the zoo computes under another name (the same function).
 _ALIASES = {"swish": "silu", "gelu_pytorch_tanh": "gelu_new"}
@@ -97,8 +99,10 @@ def _layer_types(hf: Mapping, where: str) -> tuple[str, ...]:
                                f"layer types are {' / '.join(LAYER_TYPES)}")
         return tuple(types)
     every = hf.get("global_attn_every_n_layers", 3)
+    if not isinstance(layers, int) or not 0 < layers <= MAX_LAYERS:
+        return ()  # ModernBertConfig names the bad num_layers (a pattern of 10**12 would hang)
     try:
-        return layer_pattern(layers, every) if isinstance(layers, int) else ()
+        return layer_pattern(layers, every)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
 
@@ -122,13 +126,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> ModernBertConfig:
     missing = [key for key in _REQUIRED if hf.get(key) is None]
     if missing:
         raise ConfigError(f"{where}: missing {', '.join(missing)}")
-    heads, hidden = hf["num_attention_heads"], hf["hidden_size"]
-    head_dim = hf.get("head_dim")
-    if head_dim is not None and isinstance(heads, int) and heads > 0 \
-            and head_dim * heads != hidden:
-        raise _unsupported(where, "head_dim", head_dim,
-                           f"the zoo's head size is hidden_size / num_attention_heads = "
-                           f"{hidden}/{heads}")
+    check_head_size(hf, "head_dim", where)
     values: dict[str, Any] = {field: hf[key] for key, field in _COPIED.items()
                               if hf.get(key) is not None}
     eps = hf.get("norm_eps", hf.get("layer_norm_eps"))
