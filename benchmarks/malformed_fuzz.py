@@ -1562,7 +1562,21 @@ def run_case(case: dict, bases: dict[str, Path], work: Path, pool: Worker, keep:
         result["status"] = "missed"
     if result["status"] == "ok" and not keep:
         _rmtree(folder)
+    else:
+        _defuse(folder)
     return result
+
+
+def _defuse(folder: Path) -> None:
+    """Take the FIFOs and links to devices out of a case folder that stays: anything that
+    later reads the folder (grep -r, a backup) would block on them or read forever."""
+    for p in list(folder.rglob("*")) if folder.is_dir() else ():
+        try:
+            if p.is_fifo() or (p.is_symlink() and os.readlink(p).startswith("/dev/")):
+                p.unlink()
+                p.with_name(p.name + ".removed").write_text("a FIFO or device link was here\n")
+        except OSError:
+            pass
 
 
 def _must_refuse(mutation: dict, ctx: dict, folder: Path) -> bool:
