@@ -134,14 +134,15 @@ class _Match:
             return None
         return source
 
-    def mean_last(self, atom, x):
-        """``atom`` = ``reduce_sum(x, last axis) / n`` (n: the last axis' size)."""
+    def mean_last(self, atom, width: int):
+        """``atom`` = ``reduce_sum(v, last axis) / width``: returns v or None."""
         div = self.take(atom, "div")
-        if div is None or not _literal(div.invars[1], x.aval.shape[-1]):
-            return False
+        if div is None or not _literal(div.invars[1], width):
+            return None
         total = self.take(div.invars[0], "reduce_sum")
-        return bool(total is not None and total.invars[0] is x
-                    and tuple(total.params["axes"]) == (x.aval.ndim - 1,))
+        if total is None or tuple(total.params["axes"]) != (total.invars[0].aval.ndim - 1,):
+            return None
+        return total.invars[0]
 
     def finish(self, root, emit) -> Fusion | None:
         """The fusion, if nothing outside the pattern reads an intermediate value."""
@@ -239,15 +240,9 @@ def _factor(m: _Match, atom, x, mean_expanded, rank: int, width: int):
     if mean is None or var is None or mean[1] != rank - 1 or var[1] != rank - 1:
         return None
     (mean, _), (var, _) = mean, var
-    if not m.mean_last(mean, x):
+    if m.mean_last(mean, width) is not x:
         return None
-    div = m.take(var, "div")
-    if div is None or not _literal(div.invars[1], width):
-        return None
-    total = m.take(div.invars[0], "reduce_sum")
-    if total is None or tuple(total.params["axes"]) != (rank - 1,):
-        return None
-    deviation = m.take(_squares(m, total.invars[0]), "sub")
+    deviation = m.take(_squares(m, m.mean_last(var, width)), "sub")
     if deviation is None or deviation.invars[0] is not x:
         return None
     again = m.kept(deviation.invars[1])
