@@ -230,7 +230,10 @@ def test_pairs_jsonl_run_ranks_in_batch_and_scores_a_scored_file(data, tmp_path,
     assert metrics["accuracy"] == pytest.approx(hits.mean(), abs=1e-6)
     # A file of the same columns with scores (`label`) is scored by Spearman. Cut to 16
     # tokens, some pairs become identical (cosine 1 up to rounding): those near-ties, which
-    # float noise may order either way, are left out of the file.
+    # float noise may order either way, are left out of the file. How many are left depends
+    # on rounding in training: 29 to 37 of the 40 pairs were seen with the same code on the
+    # same CPU, by the order the tests ran in. 20 pairs still give a Spearman that a wrong
+    # ranking or pairing would miss.
     scored = [json.loads(line) for line in
               (data / "pairs_scored.jsonl").read_text().splitlines()]
     cosine = np.sum(model.encode([d["anchor"] for d in scored])
@@ -238,7 +241,7 @@ def test_pairs_jsonl_run_ranks_in_batch_and_scores_a_scored_file(data, tmp_path,
     order = np.argsort(cosine)
     gaps = np.diff(cosine[order]) > 1e-4
     keep = np.sort(order[np.r_[True, gaps] & np.r_[gaps, True]])
-    assert len(keep) >= 30
+    assert len(keep) >= 20
     (tmp_path / "scored.jsonl").write_text("".join(json.dumps(scored[i]) + "\n" for i in keep))
     metrics = _evaluate(run, tmp_path / "scored.jsonl", capsys)
     assert set(metrics) == {"pearson", "spearman", "loss"}
