@@ -201,6 +201,21 @@ def test_a_tensor_of_the_wrong_shape_is_reported(name, tmp_path):
     assert f"expected ({size + 16}," in report or f", {size + 16})" in report
 
 
+@pytest.mark.parametrize("name, decoder", [
+    ("roberta-mlm", "lm_head.decoder.weight"), ("modernbert-mlm", "decoder.weight"),
+    ("deberta-v2-v3-mlm", "cls.predictions.decoder.weight")])
+def test_an_untied_decoder_missing_from_the_file_is_refused(name, decoder, tmp_path):
+    """A tied file (transformers 5 leaves the decoder out) whose config says untied: the
+    zoo must not quietly predict with the word embeddings (transformers leaves it random)."""
+    folder = _copy(name, tmp_path)
+    assert decoder not in read_safetensors(folder / "model.safetensors")
+    assert zoo.load(str(folder)).info.head == "mlm"  # tied, as the file was written
+    _edit_config(folder, tie_word_embeddings=False)
+    message = _load_error(folder)
+    assert message.startswith(str(folder / "model.safetensors")) and decoder in message
+    assert "tie_word_embeddings false" in message
+
+
 @pytest.mark.parametrize("name", [b for b, _ in BASES])
 def test_absurd_config_values_are_refused_before_a_model_is_built(name, tmp_path):
     """A million layers would take hours to build; a 400-digit width overflows jax."""

@@ -25,7 +25,7 @@ from zoo.hf.files import (INDEX_FILES, SMALL_FILES, WEIGHT_FILES, check_complete
                           is_hf_folder, read_json, read_weights, shards, weights_file,
                           weights_sha256)
 from zoo.hf.export import HFExport, dumps, hf_tensors, sentence_transformers_files
-from zoo.hf.names import NameTable
+from zoo.hf.names import MLM_DECODER, NameTable, hf_names
 from zoo.hf.tokenizer import read_tokenizer
 from zoo.registry import Converted, Family, WeightsNotFoundError, register_family
 
@@ -309,12 +309,21 @@ def convert_folder(path: str | Path, name: str | None = None,
                               "per text)")
     params, unmapped, notes = arch.table.map(tensors, head_name or "classifier",
                                              keep_pooler=task_cls.keeps_pooler)
+    stored_decoder = f"{MLM_DECODER}/kernel" in params
     if arch.finish is not None:  # may return notes on what it dropped on purpose
         try:
             finished = arch.finish(params, config)
         except ConfigError as err:  # a tensor it cannot place: name the weights
             raise ConfigError(f"{weights_file(path)}: {err}") from None
         notes = sorted(notes + list(finished or ()))
+    if hf.get("tie_word_embeddings") is False and not stored_decoder \
+            and f"{MLM_DECODER}/kernel" in params:
+        # ``finish`` tied a decoder the config says is untied: transformers would leave it
+        # random; the zoo refuses rather than predict with another matrix than the file's
+        names = [n for n, _ in hf_names(arch.table, f"{MLM_DECODER}/kernel", "")]
+        raise ConfigError(f"{weights_file(path)} has no MLM decoder weight "
+                          f"({names[0] if names else 'decoder.weight'}), but {where} says "
+                          "tie_word_embeddings false (the decoder is not the word embeddings)")
     heads: dict[str, dict] = {}
     for stored in dict.fromkeys(n for n in (head_name, MLM_HEAD) if n):
         if not any(k.startswith(f"heads/{stored}/") for k in params):
