@@ -41,6 +41,68 @@ def inference_buckets(max_len: int) -> tuple[int, ...]:
     return buckets_for(max_len, tuple(lengths))
 
 
+def inference_rows(n: int, batch_size: int) -> int:
+    """Rows a chunk of ``n`` items is padded to (few compiled shapes, little filler): a power
+    of two up to 8, then a multiple of 8, never above ``max(batch_size, n)``. (The last,
+    partial chunk of a length-sorted pass holds the longest texts: 40 of 64 rows padded to
+    64 made it the most wasteful batch of the pass.)"""
+    rows = 1
+    while rows < min(n, 8):
+        rows *= 2
+    if n > 8:
+        rows = -(-n // 8) * 8
+    return min(rows, max(batch_size, n))
+
+
+def inference_plan(lengths: Sequence[int], batch_size: int, buckets: Sequence[int],
+                   tight: bool = True) -> list[np.ndarray]:
+    """Batches of item indices for a pass over items of these token ``lengths`` (``predict``,
+    ``encode``): in order of length, each batch a run of the sorted items that is padded to
+    the bucket of its longest.
+
+    Fixed chunks of ``batch_size`` pad each batch past its longest item up to the next
+    bucket; ONNX Runtime, which runs any shape, pads to the longest itself (on SST-2 dev
+    with all-MiniLM-L6-v2 that padding was 5.4 % more token slots than ONNX Runtime's).
+    Here the batch boundaries are chosen, by dynamic programming over the sorted lengths, to
+    minimise the padded token slots (rows × bucket length, plus one row's worth per batch),
+    with a batch of ``batch_size`` items or of a multiple of 8 down to three quarters of it
+    (at most 4 row counts: few compiled shapes) and the last, longest run of any size. On
+    SST-2 dev that came to 0.7 % more slots than ONNX Runtime's exact lengths, 16 batches
+    instead of 14 and 13 compiled shapes instead of 10 (3,000 texts of uniform lengths: 29
+    instead of 16). ``tight=False``: fixed chunks of ``batch_size`` (the fewest shapes)."""
+    lengths = np.asarray(lengths, np.int64)
+    order = np.argsort(lengths, kind="stable")
+    count = len(order)
+    if count == 0:
+        return []
+    table = np.asarray(_checked_buckets(buckets))
+    padded = table[np.minimum(np.searchsorted(table, lengths[order]), len(table) - 1)]
+    step = max(8, -(-batch_size // 16 // 8) * 8)
+    sizes = sorted({batch_size} | {n for n in range(batch_size - batch_size % 8, 0, -step)
+                                   if 4 * n >= 3 * batch_size and n % 8 == 0})[-4:]
+    if not tight or count <= batch_size or batch_size < 8:
+        return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+    # best[j]: least cost of batching the j shortest items; prev[j]: where its last batch starts
+    best = np.full(count + 1, np.inf)
+    best[0] = 0.0
+    prev = np.zeros(count + 1, np.int64)
+    for j in range(1, count + 1):
+        cost = padded[j - 1]  # every item of a batch ending at j pads to the j-th's bucket
+        for n in (sizes if j < count else range(1, batch_size + 1)):
+            if n > j:
+                break
+            total = best[j - n] + (inference_rows(n, batch_size) + 1) * cost
+            if total < best[j]:
+                best[j], prev[j] = total, j - n
+    if not np.isfinite(best[count]):  # no exact tiling of the shorter items: fixed chunks
+        return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+    cuts, j = [], count
+    while j:
+        cuts.append((int(prev[j]), j))
+        j = int(prev[j])
+    return [order[a:b] for a, b in reversed(cuts)]
+
+
 FILLER_INDEX = -1
 
 

@@ -102,7 +102,7 @@ def encode(model, texts: str | Sequence[str], *, pooling: str | None = None,
     from tqdm.auto import tqdm
 
     from zoo.batching import inference_buckets
-    from zoo.inference import check_items, sorted_batches, uses_token_types
+    from zoo.inference import check_items, pass_plan, sorted_batches, uses_token_types
     from zoo.text import encode_texts, special_ids
 
     settings = defaults(model)
@@ -131,9 +131,10 @@ def encode(model, texts: str | Sequence[str], *, pooling: str | None = None,
     pad = special_ids(model.tokenizer)["pad"]
     embed, cast_state = _pooled_forward(model, pooling, normalize)
     out = np.empty((len(items), model.config.hidden_size), np.float32)
+    plan = pass_plan(embed, encoded, batch_size, buckets)
     batches = sorted_batches(embed, cast_state(), encoded, batch_size, buckets, pad,
-                             uses_token_types(model.config))
-    for chunk, vectors in tqdm(batches, total=-(-len(items) // batch_size), unit="batch",
+                             uses_token_types(model.config), plan)
+    for chunk, vectors in tqdm(batches, total=len(plan), unit="batch",
                                disable=not progress, desc="encode", dynamic_ncols=True):
         out[chunk] = vectors
     if not np.isfinite(out).all():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import datasets
 import numpy as np
 import pytest
 
 from zoo.batching import (DEFAULT_BUCKETS, BucketBatcher, buckets_for, inference_buckets,
-                          pad_to_bucket)
+                          inference_plan, inference_rows, pad_to_bucket)
+from zoo.inference import pass_plan
 
 BUCKETS = (4, 8, 16)
 BATCH = 8
@@ -56,6 +59,74 @@ def test_epoch_plan_is_a_function_of_seed_and_epoch(batcher):
     assert as_lists(batcher.epoch_plan(3, seed=7)) == as_lists(batcher.epoch_plan(3, seed=7))
     assert as_lists(batcher.epoch_plan(3, seed=7)) != as_lists(batcher.epoch_plan(4, seed=7))
     assert as_lists(batcher.epoch_plan(3, seed=7)) != as_lists(batcher.epoch_plan(3, seed=8))
+
+
+def _slots(plan, lengths, batch_size, buckets) -> tuple[int, int]:
+    """(padded token slots, compiled shapes) of an inference plan."""
+    table = np.asarray(buckets)
+    shapes = [(inference_rows(len(b), batch_size),
+               int(table[np.searchsorted(table, lengths[b].max())])) for b in plan]
+    return sum(rows * length for rows, length in shapes), len(set(shapes))
+
+
+@pytest.mark.parametrize("count, batch_size", [(1, 64), (64, 64), (65, 64), (872, 64),
+                                               (3000, 64), (500, 50), (100, 10), (40, 4)])
+def test_inference_plan_covers_each_item_once_in_length_order_with_less_padding(count,
+                                                                                batch_size):
+    rng = np.random.default_rng(count)
+    lengths = rng.integers(3, 61, size=count)  # SST-2-like: dense, many items per length
+    buckets = inference_buckets(128)
+    plan = inference_plan(lengths, batch_size, buckets)
+    assert np.array_equal(np.sort(np.concatenate(plan)), np.arange(count))
+    # runs of the length-sorted order: every batch's items are no longer than the next's
+    assert all(lengths[a].max() <= lengths[b].min() for a, b in zip(plan, plan[1:]))
+    sizes = [len(b) for b in plan]
+    assert max(sizes) <= batch_size
+    allowed = {batch_size} | {n for n in range(8, batch_size, 8) if 4 * n >= 3 * batch_size}
+    assert set(sizes[:-1]) <= allowed, sizes
+    fixed = [np.argsort(lengths, kind="stable")[i:i + batch_size]
+             for i in range(0, count, batch_size)]
+    slots, shapes = _slots(plan, lengths, batch_size, buckets)
+    fixed_slots, fixed_shapes = _slots(fixed, lengths, batch_size, buckets)
+    loose = inference_plan(lengths, batch_size, buckets, tight=False)
+    assert len(loose) == len(fixed) and all(map(np.array_equal, loose, fixed))
+    # what it minimises: padded slots plus one row's worth per batch
+    assert slots + _extra(plan, lengths, buckets) <= fixed_slots + _extra(fixed, lengths,
+                                                                          buckets)
+    if count > 2 * batch_size >= 16:  # enough items for the cuts to matter
+        assert slots < 0.985 * fixed_slots, (slots, fixed_slots)
+        assert shapes <= 3 * fixed_shapes
+
+
+def _extra(plan, lengths, buckets) -> int:
+    table = np.asarray(buckets)
+    return sum(int(table[np.searchsorted(table, lengths[b].max())]) for b in plan)
+
+
+def test_inference_plan_of_nothing_and_of_one_length():
+    assert inference_plan([], 64, (8, 16)) == []
+    plan = inference_plan([5] * 200, 64, (8, 16))  # nothing to gain: fixed chunks of 64
+    assert [len(b) for b in plan] == [64, 64, 64, 8]
+
+
+def test_a_forwards_first_long_pass_runs_fixed_chunks_and_later_ones_pad_less():
+    """Extra shapes to compile do not pay in one pass: the first runs fixed chunks."""
+    encoded = [SimpleNamespace(ids=[1] * n) for n in
+               np.random.default_rng(3).integers(3, 61, size=872)]
+    buckets = inference_buckets(128)
+
+    def forward(state, ids, mask, types):  # stands in for a jitted forward (weakly keyed)
+        return ids
+
+    short = pass_plan(forward, encoded[:64], 64, buckets)
+    assert [len(b) for b in short] == [64]  # one batch: not a pass that counts
+    first, second, third = (pass_plan(forward, encoded, 64, buckets) for _ in range(3))
+    assert [len(b) for b in first] == [64] * 13 + [40]
+    lengths = np.array([len(e.ids) for e in encoded])
+    assert _slots(second, lengths, 64, buckets)[0] < 0.99 * _slots(first, lengths, 64,
+                                                                    buckets)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(second, third))
+    assert [len(b) for b in pass_plan(lambda *a: a, encoded, 64, buckets)] == [64] * 13 + [40]
 
 
 def test_epoch_plan_covers_every_example_once_in_single_bucket_batches(batcher):
