@@ -97,6 +97,11 @@ class ClassificationHead(nnx.Module):
                     dense_bias=dense_bias, norm_bias=norm_bias)
         self.classifier = nnx.Linear(hidden_size, num_classes, rngs=rngs)
 
+    @property
+    def reads_first_token(self) -> bool:
+        """Whether only position 0 of the hidden states is read (``zoo.model.Model``)."""
+        return self.pooling == "cls"
+
     def __call__(self, hidden: jax.Array, *, rngs: nnx.Rngs | None = None,
                  attention_mask: jax.Array | None = None) -> jax.Array:
         if self.pooling == "mean":

@@ -471,11 +471,21 @@ POST_LN_PARTITION_RULES = (
 )
 
 
-def run_layers(layers, x, attention_mask, *, rngs=None):
-    """(B, S, H) through blocks that see tokens flattened to (B*S, H), and back."""
+def run_layers(layers, x, attention_mask, *, rngs=None, first_token_only: bool = False):
+    """(B, S, H) through blocks that see tokens flattened to (B*S, H), and back.
+
+    ``first_token_only``: the last block computes position 0 alone -- its keys and values
+    still read every token -- and the result is (B, 1, H): what a head that reads only the
+    first token ([CLS], ``<s>``) needs. In a 6-layer encoder that skips about a seventh of
+    the forward (the last block's queries, attention output and feed-forward for every
+    other token); in a 12-layer one about a fourteenth."""
     batch, length, hidden = x.shape
     x = x.reshape(batch * length, hidden)
-    for layer in layers:
+    last = len(layers) - 1 if first_token_only else -1
+    for i, layer in enumerate(layers):
+        if i == last:
+            return layer(x, attention_mask, rngs=rngs,
+                         first_token_only=True).reshape(batch, 1, hidden)
         x = layer(x, attention_mask, rngs=rngs)
     return x.reshape(batch, length, hidden)
 
@@ -545,26 +555,30 @@ class SelfAttention(nnx.Module):
         self.output = dense(h, h, rngs)
         self.dropout = Dropout(config.attention_dropout)
 
-    def __call__(self, x, key_mask, *, rngs=None):
-        """``x``: (B*S, H); ``key_mask``: (B, S), 1 = real token."""
+    def __call__(self, x, key_mask, *, rngs=None, queries=None):
+        """``x``: (B*S, H); ``key_mask``: (B, S), 1 = real token. ``queries``: (B*Q, H), the
+        positions to compute (default: all of ``x``); the result has their rows."""
         batch, length = key_mask.shape
         hidden = x.shape[-1]
         d_head = hidden // self.num_heads
+        queries = x if queries is None else queries
+        count = queries.shape[0] // batch
 
-        def heads(t):  # (B*S, H) -> (B, heads, S, d_head)
+        def heads(t, n):  # (B*n, H) -> (B, heads, n, d_head)
             # One axis split per reshape: jax's explicit sharding mode allows no more.
-            t = t.reshape(batch, length, -1)
-            return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
+            t = t.reshape(batch, n, -1)
+            return t.reshape(batch, n, self.num_heads, d_head).transpose(0, 2, 1, 3)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q = heads(self.query(queries), count)
+        k, v = heads(self.key(x), length), heads(self.value(x), length)
         dtype = self.query.dtype  # the compute dtype (set_precision)
         scores = einsum("bhqd,bhkd->bhqk", q, k, dtype=dtype) / math.sqrt(d_head)
         bias = jnp.where(key_mask[:, None, None, :] == 0, jnp.finfo(jnp.float32).min, 0.0)
         weights = jax.nn.softmax(scores + bias, axis=-1).astype(v.dtype)
         weights = self.dropout(weights, rngs=rngs)
         context = einsum("bhqk,bhkd->bhqd", weights, v, dtype=dtype)
-        context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
-        return self.output(context.reshape(batch * length, hidden))
+        context = context.transpose(0, 2, 1, 3).reshape(batch, count, hidden)
+        return self.output(context.reshape(batch * count, hidden))
 
 
 class PostLNLayer(nnx.Module):
@@ -581,9 +595,13 @@ class PostLNLayer(nnx.Module):
         self.output_norm = layer_norm(h, config.layer_norm_eps, rngs)
         self.dropout = Dropout(config.dropout)
 
-    def __call__(self, x, key_mask, *, rngs=None):
-        x = self.attention_norm(x + self.dropout(self.attention(x, key_mask, rngs=rngs),
-                                                 rngs=rngs))
+    def __call__(self, x, key_mask, *, rngs=None, first_token_only: bool = False):
+        """(B*S, H) -> (B*S, H); with ``first_token_only``, (B, H): position 0's row only
+        (``run_layers``)."""
+        queries = x.reshape(*key_mask.shape, -1)[:, 0] if first_token_only else None
+        residual = x if queries is None else queries
+        attended = self.attention(x, key_mask, rngs=rngs, queries=queries)
+        x = self.attention_norm(residual + self.dropout(attended, rngs=rngs))
         inner = ACTIVATIONS[self.activation](self.intermediate(x))
         return self.output_norm(x + self.dropout(self.output(inner), rngs=rngs))
 

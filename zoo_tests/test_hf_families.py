@@ -95,6 +95,53 @@ def test_a_fine_tuned_roberta_teaches_an_m2l_student(sst2, tmp_path):
 # ------------------------------------------------------------------------------ safetensors
 
 
+@pytest.mark.parametrize("source", ["bert", "distilbert", "electra", "roberta-classifier",
+                                    "roberta-regressor", "roberta-xlm-base",
+                                    "modernbert-classifier", "modernbert-regressor"])
+def test_a_first_token_head_skips_the_last_blocks_other_positions(source, tmp_path):
+    """A head reading [CLS] / <s> alone: the encoder's last block computes position 0 only,
+    with the numbers of the full forward and fewer FLOPs in the compiled program."""
+    import jax
+    from flax import nnx
+
+    from zoo_tests import bert_reference as br
+
+    if source in ("bert", "distilbert", "electra"):
+        br.write_hf_folder(tmp_path / source, source, seed=4, with_classifier=True, layers=3)
+        model = zoo.load(str(tmp_path / source))
+    elif source == "modernbert-classifier":  # stored with mean pooling: reads every token
+        assert not zoo.load(str(GOLDEN / source)).head.reads_first_token
+        folder = _copy(source, tmp_path)
+        _edit_config(folder, classifier_pooling="cls")
+        model = zoo.load(str(folder))
+    elif source.endswith("-base"):  # no stored head: a new classifier
+        with pytest.warns(UserWarning, match="initialised from seed=0"):
+            model = zoo.load(str(GOLDEN / source), head="classifier", seed=0)
+    else:  # the stored classifier or regressor
+        model = zoo.load(str(GOLDEN / source))
+    assert model.head.reads_first_token and type(model.encoder).FIRST_TOKEN_ONLY
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 200, (3, 9)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    graph, state = nnx.split(model)
+
+    def fast(state, ids, mask):
+        return nnx.merge(graph, state)(ids, mask)
+
+    def full(state, ids, mask):  # every position through every block, then the head
+        merged = nnx.merge(graph, state)
+        return merged.head(merged.encoder(ids, mask), attention_mask=mask)
+
+    want = np.asarray(jax.jit(full)(state, ids, mask))
+    np.testing.assert_allclose(np.asarray(jax.jit(fast)(state, ids, mask)), want,
+                               atol=1e-5 * max(1.0, float(np.abs(want).max())))
+    flops = {f.__name__: jax.jit(f).lower(state, ids, mask).compile().cost_analysis()["flops"]
+             for f in (fast, full)}
+    assert flops["fast"] < 0.95 * flops["full"], flops
+
+
 def _write_safetensors(path: Path, header: dict, data: bytes) -> None:
     text = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(text)) + text + data)

@@ -122,7 +122,10 @@ Layer = nn.PostLNLayer
 
 
 class BertEncoder(nnx.Module):
-    """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H)."""
+    """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H);
+    (B, 1, H) with ``first_token_only`` (``zoo.nn.run_layers``)."""
+
+    FIRST_TOKEN_ONLY = True  # accepts first_token_only= (zoo.model.Model.__call__)
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -134,11 +137,13 @@ class BertEncoder(nnx.Module):
         ``zoo.distill.transfer_embeddings``)."""
         return self.embeddings.word.embedding
 
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None):
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None,
+                 first_token_only: bool = False):
         length = input_ids.shape[-1]
         if length > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence length {length} exceeds the model's "
                 f"{self.config.max_position_embeddings} positions; truncate when tokenising")
         x = self.embeddings(input_ids, token_type_ids, rngs=rngs)
-        return nn.run_layers(self.layers, x, attention_mask, rngs=rngs)
+        return nn.run_layers(self.layers, x, attention_mask, rngs=rngs,
+                             first_token_only=first_token_only)

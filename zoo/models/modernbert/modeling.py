@@ -254,10 +254,11 @@ class SelfAttention(nnx.Module):
         self.dropout = Dropout(config.attention_dropout)          # attention probabilities
         self.output_dropout = Dropout(config.attention_dropout)   # after the output projection
 
-    def __call__(self, x, mask, cos, sin, batch: int, *, rngs=None):
+    def __call__(self, x, mask, cos, sin, batch: int, *, rngs=None,
+                 first_token_only: bool = False):
         """``x``: (B*S, H); ``mask``: (keys each query may see, broadcasting to (B, 1, S, S);
         queries that see some key, (B, 1, S or 1, 1)); ``cos``/``sin``: (S, head_dim / 2)
-        float32."""
+        float32. ``first_token_only``: the output of position 0 alone, (B, H)."""
         allowed, rows = mask
         hidden = x.shape[-1]
         length = x.shape[0] // batch
@@ -271,7 +272,12 @@ class SelfAttention(nnx.Module):
         # gradient is one concatenation (slicing a (B, S, 3, heads, d) view instead made XLA
         # sum three padded copies, 4 % of a training step).
         q, k, v = (heads(t) for t in jnp.split(self.qkv(x), 3, axis=-1))
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if first_token_only:  # one query; keys and values at every position
+            q, qcos, qsin, length = q[:, :, :1], cos[:1], sin[:1], 1
+            allowed, rows = allowed[:, :, :1], rows[:, :, :1]
+        else:
+            qcos, qsin = cos, sin
+        q, k = rotate(q, qcos, qsin), rotate(k, cos, sin)
         dtype = self.qkv.dtype  # the compute dtype (set_precision)
         scores = nn.einsum("bhqd,bhkd->bhqk", q, k, dtype=dtype,
                            out_dtype=jnp.float32) * d_head ** -0.5
@@ -313,16 +319,23 @@ class Layer(nnx.Module):
         self.mlp_norm = _norm(config, rngs)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x, mask, cos, sin, batch: int, *, rngs=None):
+    def __call__(self, x, mask, cos, sin, batch: int, *, rngs=None,
+                 first_token_only: bool = False):
+        """(B*S, H) -> (B*S, H); with ``first_token_only``, position 0's row alone, (B, H)."""
         x = stored_gradient(x)  # the residual's gradient, once per block (zoo.nn)
         h = x if self.attention_norm is None else self.attention_norm(x)
-        x = x + self.attention(h, mask, cos, sin, batch, rngs=rngs)
+        residual = x.reshape(batch, -1, x.shape[-1])[:, 0] if first_token_only else x
+        x = residual + self.attention(h, mask, cos, sin, batch, rngs=rngs,
+                                      first_token_only=first_token_only)
         return x + self.mlp(self.mlp_norm(x), rngs=rngs)
 
 
 class ModernBertEncoder(nnx.Module):
     """Token ids (B, S) and padding mask (B, S) -> hidden (B, S, H) (transformers'
-    ``last_hidden_state``, after the final LayerNorm)."""
+    ``last_hidden_state``, after the final LayerNorm); (B, 1, H) with ``first_token_only``:
+    the last block computes position 0 alone (``zoo.nn.run_layers``)."""
+
+    FIRST_TOKEN_ONLY = True  # accepts first_token_only= (zoo.model.Model.__call__)
 
     def __init__(self, config: ModernBertConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -354,7 +367,8 @@ class ModernBertEncoder(nnx.Module):
             out[LOCAL] = (allowed, jnp.any(allowed, axis=-1, keepdims=True))
         return out
 
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None):
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None,
+                 first_token_only: bool = False):
         if token_type_ids is not None:
             raise ValueError("ModernBERT has no token types (type_vocab_size 0): call it "
                              "without token_type_ids")
@@ -369,8 +383,10 @@ class ModernBertEncoder(nnx.Module):
         masks = self.masks(attention_mask)
         x = self.embeddings(input_ids, rngs=rngs)
         x = x.reshape(batch * length, config.hidden_size)
-        for layer in self.layers:
+        last = len(self.layers) - 1 if first_token_only else -1
+        for i, layer in enumerate(self.layers):
             cos, sin = tables[thetas[layer.kind]]
-            x = layer(x, masks[layer.kind], cos, sin, batch, rngs=rngs)
+            x = layer(x, masks[layer.kind], cos, sin, batch, rngs=rngs,
+                      first_token_only=i == last)
         x = self.final_norm(x)
-        return x.reshape(batch, length, config.hidden_size)
+        return x.reshape(batch, -1, config.hidden_size)

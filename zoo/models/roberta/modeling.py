@@ -152,7 +152,10 @@ class Embeddings(nnx.Module):
 
 
 class RobertaEncoder(nnx.Module):
-    """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H)."""
+    """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H);
+    (B, 1, H) with ``first_token_only`` (``zoo.nn.run_layers``)."""
+
+    FIRST_TOKEN_ONLY = True  # accepts first_token_only= (zoo.model.Model.__call__)
 
     def __init__(self, config: RobertaConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -165,7 +168,8 @@ class RobertaEncoder(nnx.Module):
         """The (vocab_size, hidden_size) word-embedding table."""
         return self.embeddings.word.embedding
 
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None):
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None,
+                 first_token_only: bool = False):
         length = input_ids.shape[-1]
         if length > self.config.positions:
             raise ValueError(
@@ -173,4 +177,5 @@ class RobertaEncoder(nnx.Module):
                 f"positions (max_position_embeddings {self.config.max_position_embeddings} "
                 f"less the pad_token_id + 1 offset); truncate when tokenising")
         x = self.embeddings(input_ids, token_type_ids, rngs=rngs)
-        return nn.run_layers(self.layers, x, attention_mask, rngs=rngs)
+        return nn.run_layers(self.layers, x, attention_mask, rngs=rngs,
+                             first_token_only=first_token_only)
