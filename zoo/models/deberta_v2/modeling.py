@@ -311,24 +311,35 @@ class DisentangledSelfAttention(nnx.Module):
         # every score type present is scaled by sqrt(d_head * (1 + len(pos_att_type)))
         self.scale_factor = 1 + len(config.pos_att_type)
 
-    def __call__(self, x, pair_mask, rel=None, *, rngs=None):
+    def __call__(self, x, pair_mask, rel=None, *, rngs=None, first_token_only: bool = False):
         """``x``: (B*S, H); ``pair_mask``: (B, 1, S, S) bool, True where query and key are
         both real tokens; ``rel``: ``(table rows [lo, hi) of the normalised relative
-        embeddings (R, H), c2p indices (S, S), p2c indices (S, S))`` or None."""
+        embeddings (R, H), c2p indices (S, S), p2c indices (S, S))`` or None.
+        ``first_token_only``: the output of position 0 alone, (B, H)."""
         batch, _, length, _ = pair_mask.shape
         hidden = x.shape[-1]
         d_head = hidden // self.num_heads
         scale = math.sqrt(d_head * self.scale_factor)
 
-        def heads(t):  # (B*S, H) -> (B, heads, S, d_head)
+        def heads(t, n):  # (B*n, H) -> (B, heads, n, d_head)
             # One axis split per reshape: jax's explicit sharding mode allows no more.
-            t = t.reshape(batch, length, -1)
-            return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
+            t = t.reshape(batch, n, -1)
+            return t.reshape(batch, n, self.num_heads, d_head).transpose(0, 2, 1, 3)
 
         def table_heads(t):  # (R, H) -> (heads, R, d_head)
             return t.reshape(t.shape[0], self.num_heads, d_head).transpose(1, 0, 2)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        count = length
+        if first_token_only:  # one query row; keys and values at every position
+            count = 1
+            pair_mask = pair_mask[:, :, :1]
+            if rel is not None:
+                rel = (rel[0], rel[1][:1], rel[2][:1])
+            queries = x.reshape(batch, length, hidden)[:, 0]
+        else:
+            queries = x
+        q = heads(self.query(queries), count)
+        k, v = heads(self.key(x), length), heads(self.value(x), length)
         q_scaled = q / jnp.asarray(scale, q.dtype)
         dtype = self.query.dtype  # the compute dtype (set_precision)
         scores = nn.einsum("bhqd,bhkd->bhqk", q_scaled, k, dtype=dtype, out_dtype=jnp.float32)
@@ -352,8 +363,8 @@ class DisentangledSelfAttention(nnx.Module):
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         weights = self.dropout(weights, rngs=rngs)
         context = nn.einsum("bhqk,bhkd->bhqd", weights, v, dtype=dtype)
-        context = context.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
-        return self.output(context.reshape(batch * length, hidden))
+        context = context.transpose(0, 2, 1, 3).reshape(batch, count, hidden)
+        return self.output(context.reshape(batch * count, hidden))
 
 
 class Layer(nnx.Module):
@@ -369,15 +380,23 @@ class Layer(nnx.Module):
         self.output_norm = nn.layer_norm(h, config.layer_norm_eps, rngs)
         self.dropout = Dropout(config.dropout)
 
-    def __call__(self, x, pair_mask, rel=None, *, rngs=None):
-        x = self.attention_norm(x + self.dropout(self.attention(x, pair_mask, rel, rngs=rngs),
-                                                 rngs=rngs))
+    def __call__(self, x, pair_mask, rel=None, *, rngs=None, first_token_only: bool = False):
+        """(B*S, H) -> (B*S, H); with ``first_token_only``, position 0's row alone, (B, H)."""
+        residual = x.reshape(pair_mask.shape[0], -1, x.shape[-1])[:, 0] \
+            if first_token_only else x
+        attended = self.attention(x, pair_mask, rel, rngs=rngs,
+                                  first_token_only=first_token_only)
+        x = self.attention_norm(residual + self.dropout(attended, rngs=rngs))
         inner = ACTIVATIONS[self.activation](self.intermediate(x))
         return self.output_norm(x + self.dropout(self.output(inner), rngs=rngs))
 
 
 class DebertaV2Encoder(nnx.Module):
-    """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H)."""
+    """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H);
+    (B, 1, H) with ``first_token_only``: the last block computes position 0 alone
+    (``zoo.nn.run_layers``)."""
+
+    FIRST_TOKEN_ONLY = True  # accepts first_token_only= (zoo.model.Model.__call__)
 
     def __init__(self, config: DebertaV2Config, *, rngs: nnx.Rngs):
         self.config = config
@@ -417,7 +436,8 @@ class DebertaV2Encoder(nnx.Module):
             table = self.rel_norm(table)
         return table, jnp.asarray(c2p), jnp.asarray(p2c)
 
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None):
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, rngs=None,
+                 first_token_only: bool = False):
         length = input_ids.shape[-1]
         if self.config.position_biased_input and length > self.config.max_position_embeddings:
             raise ValueError(
@@ -429,6 +449,7 @@ class DebertaV2Encoder(nnx.Module):
         pair_mask = (real[:, None, :, None] & real[:, None, None, :])
         rel = self._relative(length)
         x = x.reshape(batch * length, hidden)
-        for layer in self.layers:
-            x = layer(x, pair_mask, rel, rngs=rngs)
-        return x.reshape(batch, length, hidden)
+        last = len(self.layers) - 1 if first_token_only else -1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, pair_mask, rel, rngs=rngs, first_token_only=i == last)
+        return x.reshape(batch, -1, hidden)
