@@ -99,7 +99,7 @@ def test_a_fine_tuned_roberta_teaches_an_m2l_student(sst2, tmp_path):
                                     "roberta-regressor", "roberta-xlm-base",
                                     "modernbert-classifier", "modernbert-regressor",
                                     "deberta-v2-v3-classifier", "deberta-v2-v3-regressor",
-                                    "deberta-v2-v2-base-pairs"])
+                                    "deberta-v2-v2-base-pairs", "encoder-m2l-mini"])
 def test_a_first_token_head_skips_the_last_blocks_other_positions(source, tmp_path):
     """A head reading [CLS] / <s> alone: the encoder's last block computes position 0 only,
     with the numbers of the full forward and fewer FLOPs in the compiled program."""
@@ -111,6 +111,8 @@ def test_a_first_token_head_skips_the_last_blocks_other_positions(source, tmp_pa
     if source in ("bert", "distilbert", "electra"):
         br.write_hf_folder(tmp_path / source, source, seed=4, with_classifier=True, layers=3)
         model = zoo.load(str(tmp_path / source))
+    elif source == "encoder-m2l-mini":  # the zoo's own family, its SST-2 head
+        model = zoo.load(source, head="sst2", pretrained=False, seed=0)
     elif source == "modernbert-classifier":  # stored with mean pooling: reads every token
         assert not zoo.load(str(GOLDEN / source)).head.reads_first_token
         folder = _copy(source, tmp_path)

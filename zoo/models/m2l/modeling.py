@@ -116,25 +116,29 @@ class MultiHeadAttention(nnx.Module):
         self.value = nnx.Linear(d_model, d_model, rngs=rngs)
         self.output = nnx.Linear(d_model, d_model, rngs=rngs)
 
-    def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
-        """``x``: tokens flattened to (B*S, d_model); ``key_mask``: (B, S), 1 = real token."""
+    def __call__(self, x: jax.Array, key_mask: jax.Array, queries=None) -> jax.Array:
+        """``x``: tokens flattened to (B*S, d_model); ``key_mask``: (B, S), 1 = real token;
+        ``queries``: (B*Q, d_model), the positions to compute (default: all of ``x``)."""
         batch, length = key_mask.shape
         d_model = x.shape[-1]
         d_head = d_model // self.num_heads
+        queries = x if queries is None else queries
+        count = queries.shape[0] // batch
 
-        def heads(t):  # (B*S, D) -> (B, H, S, d_head); head h owns features h*d_head...
+        def heads(t, n):  # (B*n, D) -> (B, H, n, d_head); head h owns features h*d_head...
             # One axis split per reshape: jax's explicit sharding mode allows no more.
-            t = t.reshape(batch, length, -1)
-            return t.reshape(batch, length, self.num_heads, d_head).transpose(0, 2, 1, 3)
+            t = t.reshape(batch, n, -1)
+            return t.reshape(batch, n, self.num_heads, d_head).transpose(0, 2, 1, 3)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q = heads(self.query(queries), count)
+        k, v = heads(self.key(x), length), heads(self.value(x), length)
         dtype = self.query.dtype  # the compute dtype (set_precision)
         scores = nn.einsum("bhqd,bhkd->bhqk", q, k, dtype=dtype) / math.sqrt(d_head)
         scores = jnp.where(key_mask[:, None, None, :] == 0, MASK_VALUE, scores)
         weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
         context = nn.einsum("bhqk,bhkd->bhqd", weights, v, dtype=dtype)
-        context = context.transpose(0, 2, 1, 3).reshape(batch, length, d_model)
-        return self.output(context.reshape(batch * length, d_model))
+        context = context.transpose(0, 2, 1, 3).reshape(batch, count, d_model)
+        return self.output(context.reshape(batch * count, d_model))
 
 
 class FeedForward(nnx.Module):
@@ -159,15 +163,24 @@ class EncoderBlock(nnx.Module):
         self.feed_forward_norm = layer_norm(config.d_model, rngs)
         self.dropout = Dropout(config.dropout)
 
-    def __call__(self, x, key_mask, *, rngs: nnx.Rngs | None = None):
-        x = self.attention_norm(x + self.dropout(self.attention(x, key_mask), rngs=rngs))
+    def __call__(self, x, key_mask, *, rngs: nnx.Rngs | None = None,
+                 first_token_only: bool = False):
+        """(B*S, D) -> (B*S, D); with ``first_token_only``, position 0's row alone, (B, D)."""
+        queries = x.reshape(*key_mask.shape, -1)[:, 0] if first_token_only else None
+        residual = x if queries is None else queries
+        x = self.attention_norm(residual + self.dropout(self.attention(x, key_mask, queries),
+                                                        rngs=rngs))
         return self.feed_forward_norm(
             x + self.dropout(self.feed_forward(x, rngs=rngs), rngs=rngs)
         )
 
 
 class M2LEncoder(nnx.Module):
-    """Token ids (B, S) and a padding mask (B, S) -> hidden states (B, S, d_model)."""
+    """Token ids (B, S) and a padding mask (B, S) -> hidden states (B, S, d_model);
+    (B, 1, d_model) with ``first_token_only``: the last block computes position 0 alone
+    (``zoo.nn.run_layers``)."""
+
+    FIRST_TOKEN_ONLY = True  # accepts first_token_only= (zoo.model.Model.__call__)
 
     def __init__(self, config: M2LConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -201,12 +214,14 @@ class M2LEncoder(nnx.Module):
             x = x + (table[:length] if isinstance(length, int) else jnp.asarray(table)[:length])
         return x
 
-    def __call__(self, input_ids, attention_mask, *, rngs: nnx.Rngs | None = None):
+    def __call__(self, input_ids, attention_mask, *, rngs: nnx.Rngs | None = None,
+                 first_token_only: bool = False):
         x = self.dropout(self.embeddings(input_ids), rngs=rngs)
         # Blocks see tokens flattened to (B*S, D): on CPU, XLA's weight gradients of 3-D
         # contractions are about twice as slow as the same matmuls in 2-D.
         batch, length, d_model = x.shape
         x = x.reshape(batch * length, d_model)
-        for block in self.blocks:
-            x = block(x, attention_mask, rngs=rngs)
-        return x.reshape(batch, length, d_model)
+        last = len(self.blocks) - 1 if first_token_only else -1
+        for i, block in enumerate(self.blocks):
+            x = block(x, attention_mask, rngs=rngs, first_token_only=i == last)
+        return x.reshape(batch, -1, d_model)
