@@ -284,6 +284,8 @@ def set_precision(model: nnx.Module, precision: str) -> None:
             module.dtype = PRECISIONS[precision]
             module.dot_general = (jax.lax.dot_general if precision == "float32"
                                   else linear_dot_general)
+        elif getattr(type(module), "MIXED_PRECISION", False):  # products of its own
+            module.dtype = PRECISIONS[precision]
 
 
 # XLA's CPU backend hands dots to YNNPACK by default. For float32 its kernels ran 2-37 %

@@ -57,7 +57,9 @@ V2 = dict(relative_attention=True, position_buckets=-1, max_relative_positions=6
           type_vocab_size=2)
 ABSOLUTE = dict(relative_attention=False, position_biased_input=True, embedding_size=8,
                 pos_att_type=("c2p", "p2c"))
-KINDS = {"v3": V3, "v2": V2, "absolute": ABSOLUTE}
+# DeBERTa-v2-xlarge's ConvLayer after the first block (grouped here)
+CONV = dict(V3, conv_kernel_size=3, conv_groups=2, conv_act="gelu")
+KINDS = {"v3": V3, "v2": V2, "absolute": ABSOLUTE, "conv": CONV}
 
 
 def tiny(kind: str = "v3", **changes) -> DebertaV2Config:
@@ -136,6 +138,11 @@ def test_config_defaults_and_normalisation():
     (dict(share_att_key="yes"), "share_att_key"),
     (dict(model_type="deberta"), "model_type"),
     (dict(embedding_size=0), "embedding_size"),
+    (dict(conv_kernel_size=4), "conv_kernel_size must be odd"),
+    (dict(conv_kernel_size=-1), "conv_kernel_size"),
+    (dict(conv_kernel_size=3, conv_groups=3), "conv_groups 3 does not divide"),
+    (dict(conv_groups=0), "conv_groups"),
+    (dict(conv_act="xielu"), "conv_act"),
 ])
 def test_config_validation_names_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
@@ -181,7 +188,9 @@ def test_config_from_hf_defaults_are_transformers_defaults():
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"conv_kernel_size": 3}, "conv_kernel_size 3 is not supported"),
+    ({"conv_kernel_size": 2}, "conv_kernel_size must be odd"),
+    ({"conv_kernel_size": 3, "conv_groups": 5}, "conv_groups 5 does not divide hidden_size"),
+    ({"conv_act": "xielu"}, "conv_act 'xielu' is not supported"),
     ({"pooler_hidden_size": 128}, "pooler_hidden_size 128 is not supported"),
     ({"attention_head_size": 32}, "attention_head_size 32 is not supported"),
     # checked before any arithmetic: {} * heads was a TypeError, "x" * 10**12 a MemoryError
@@ -273,12 +282,13 @@ def test_forward_shapes_and_parameters(models, kind):
     has = {n for n in ("embeddings/position/embedding", "embeddings/token_type/embedding",
                        "embeddings/projection/kernel", "rel_embeddings/embedding",
                        "rel_norm/scale", "layers/0/attention/pos_key/kernel",
-                       "layers/0/attention/pos_query/kernel") if n in names}
+                       "layers/0/attention/pos_query/kernel", "conv/kernel") if n in names}
     assert has == {
         "v3": {"rel_embeddings/embedding", "rel_norm/scale"},
         "v2": {"embeddings/position/embedding", "embeddings/token_type/embedding",
                "rel_embeddings/embedding", "layers/0/attention/pos_query/kernel"},
         "absolute": {"embeddings/position/embedding", "embeddings/projection/kernel"},
+        "conv": {"rel_embeddings/embedding", "rel_norm/scale", "conv/kernel"},
     }[kind]
     assert "embeddings/projection/bias" not in names
 
@@ -304,6 +314,51 @@ def test_long_inputs_need_learned_positions(models):
         models["v2"](long_ids, jnp.ones_like(long_ids))
     with pytest.raises(ValueError, match="no token types"):
         model(ids, mask, jnp.zeros_like(ids))
+
+
+@pytest.mark.parametrize("kernel, groups, act", [(3, 1, "gelu"), (5, 4, "tanh"), (1, 2, "relu")])
+def test_conv_layer_is_a_zero_padded_grouped_conv1d(kernel, groups, act):
+    """The ConvLayer's shifted-windows product against lax's convolution (NWC, grouped),
+    then the mask, activation, residual LayerNorm and mask as transformers' ConvLayer."""
+    config = tiny("conv", conv_kernel_size=kernel, conv_groups=groups, conv_act=act)
+    layer = encoder(config).conv
+    rng = np.random.default_rng(kernel)
+    ids, mask = batch(lengths=(9, 4, 12))
+    maskf = np.asarray(mask, np.float32)[..., None]
+    x = rng.normal(size=(3, 12, 16)).astype(np.float32) * maskf  # embeddings are masked
+    residual = rng.normal(size=(3, 12, 16)).astype(np.float32)
+    pad = (kernel - 1) // 2
+    conv = jax.lax.conv_general_dilated(
+        jnp.asarray(x), layer.kernel[...], window_strides=(1,), padding=[(pad, pad)],
+        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups,
+        precision=jax.lax.Precision.HIGHEST)
+    out = zoo.nn.ACTIVATIONS[act]((np.asarray(conv) + np.asarray(layer.bias[...])) * maskf)
+    y = residual + np.asarray(out)
+    mean, var = y.mean(-1, keepdims=True), y.var(-1, keepdims=True)
+    expected = ((y - mean) / np.sqrt(var + config.layer_norm_eps)
+                * np.asarray(layer.norm.scale[...]) + np.asarray(layer.norm.bias[...])) * maskf
+    got = np.asarray(layer(jnp.asarray(x), jnp.asarray(residual), mask))
+    np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-5)
+    assert np.all(got[1, 4:] == 0)
+    zoo.nn.set_precision(layer, "bf16")
+    try:
+        assert layer.dtype == jnp.bfloat16
+        low = np.asarray(layer(jnp.asarray(x), jnp.asarray(residual), mask))
+    finally:
+        zoo.nn.set_precision(layer, "float32")
+    assert 0 < np.abs(low - got).max() < 0.1
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_first_token_only_with_the_conv_layer(layers):
+    """The convolution after block 0 reads every position: with one block, that block runs
+    in full and position 0 is sliced after the convolution."""
+    model = encoder(tiny("conv", num_layers=layers))
+    ids, mask = batch()
+    full = np.asarray(forward(model, ids, mask))
+    first = nnx.jit(lambda m, i, a: m(i, a, first_token_only=True))(model, ids, mask)
+    assert first.shape == (3, 1, 16)
+    np.testing.assert_allclose(np.asarray(first), full[:, :1], atol=2e-5, rtol=1e-5)
 
 
 def test_separate_position_projections_and_c2p_alone():

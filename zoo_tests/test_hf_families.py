@@ -99,7 +99,8 @@ def test_a_fine_tuned_roberta_teaches_an_m2l_student(sst2, tmp_path):
                                     "roberta-regressor", "roberta-xlm-base",
                                     "modernbert-classifier", "modernbert-regressor",
                                     "deberta-v2-v3-classifier", "deberta-v2-v3-regressor",
-                                    "deberta-v2-v2-base-pairs", "encoder-m2l-mini"])
+                                    "deberta-v2-v2-base-pairs", "deberta-v2-v2-conv-classifier",
+                                    "encoder-m2l-mini"])
 def test_a_first_token_head_skips_the_last_blocks_other_positions(source, tmp_path):
     """A head reading [CLS] / <s> alone: the encoder's last block computes position 0 only,
     with the numbers of the full forward and fewer FLOPs in the compiled program."""

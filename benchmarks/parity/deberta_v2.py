@@ -15,6 +15,8 @@ covered (one checkpoint each unless said):
   (``share_att_key`` false), no buckets with ``max_relative_positions`` 24 (distances
   clamped), ``pos_att_type`` p2c alone and c2p alone, no rel-embedding LayerNorm, absolute
   positions added too, ``type_vocab_size`` 2;
+- the ConvLayer of DeBERTa-v2-xlarge (``conv_kernel_size`` 3, ``conv_act`` gelu) and a
+  grouped one (kernel 5, ``conv_groups`` 4, the default tanh);
 - ``relative_attention`` false (learned absolute positions only; ``pos_att_type`` still
   scales the scores, as in transformers), ``embedding_size`` != ``hidden_size``
   (``embed_proj``);
@@ -266,6 +268,13 @@ VARIANTS = (
     ("v3-classifier-spm-bin", "classifier",
      {**V3, "num_labels": 2, "id2label": {0: "negative", 1: "positive"}}, True, True),
     ("v2-token-spm-options", "token", {**V2, "num_labels": 3}, False, False),
+    # DeBERTa-v2-xlarge's ConvLayer: v3-style attention + a kernel-3 GELU convolution (its
+    # MNLI classifier), hub-like .bin; and a grouped kernel of 5 with the default tanh
+    ("v2-xlarge-conv-classifier-bin", "classifier",
+     {**V3, "conv_kernel_size": 3, "conv_act": "gelu", "num_labels": 3,
+      "id2label": {0: "entailment", 1: "neutral", 2: "contradiction"}}, True, True),
+    ("v2-conv-groups-token", "token",
+     {**V2, "conv_kernel_size": 5, "conv_groups": 4, "num_labels": 5}, False, False),
 )
 # The variants whose folder holds spm.model instead of tokenizer.json (see write_spm).
 SPM_VARIANTS = {"v3-classifier-spm-bin": SPM_HUB, "v2-token-spm-options": SPM_OPTIONS,
@@ -317,6 +326,9 @@ GOLDEN = (
     ("absolute-base", "base", {**ABSOLUTE, "embedding_size": 8}, False, False),
     ("v3-classifier-spm", "classifier",
      {**V3, "num_labels": 2, "id2label": {0: "negative", 1: "positive"}}, False, False),
+    ("v2-conv-classifier", "classifier",
+     {**V3, "conv_kernel_size": 3, "conv_act": "gelu", "conv_groups": 2, "num_labels": 2,
+      "id2label": {0: "negative", 1: "positive"}}, False, False),
 )
 GOLDEN_SIZES = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
                 "intermediate_size": 32, "position_buckets": 8, "max_position_embeddings": 128}

@@ -3,8 +3,9 @@
 A rule is ``(regex, target)``: the regex matches a whole HF name once the task model's
 encoder prefix (``bert.``, ``roberta.``, ...) is stripped; the target is a zoo path in which
 the regex's named groups are substituted, and ``{cls}`` is the head the checkpoint's task
-head is stored as. A target ending in `` T`` transposes torch's (out, in) Linear weight to
-NNX's (in, out) kernel. ``ignored`` names are skipped on purpose and reported as notes.
+head is stored as. A target ending in `` T`` reverses the axes: torch's (out, in) Linear
+weight to NNX's (in, out) kernel, and its (out, in / groups, k) Conv1d weight to NNX's
+(k, in / groups, out). ``ignored`` names are skipped on purpose and reported as notes.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class NameTable:
                 if array.dtype.kind == "f" and array.dtype != np.float32:
                     array = array.astype(np.float32)  # half-precision files: float32 params
                 if transpose:
-                    if array.ndim != 2:
-                        unmapped.append(f"{raw_name} {tuple(array.shape)} (expected a matrix)")
+                    if array.ndim not in (2, 3):
+                        unmapped.append(f"{raw_name} {tuple(array.shape)} (expected a matrix "
+                                        "or a convolution kernel)")
                         break
                     array = np.ascontiguousarray(array.T)
                 if path in params and np.array_equal(params[path], array):

@@ -3,8 +3,7 @@ HF -> zoo. Everything else about HF folders (files, tokenizers, heads) is ``zoo.
 
 Read from ``config.json`` as transformers 4.x writes it on the hub (``pos_att_type`` as the
 string ``"p2c|c2p"``, ``torch_dtype``) and as transformers 5.x ``save_pretrained`` writes it
-(``pos_att_type`` a list, ``dtype``). Refused: ``conv_kernel_size > 0`` (the ConvLayer of
-DeBERTa-v2-xlarge and larger), ``pooler_hidden_size != hidden_size``, an
+(``pos_att_type`` a list, ``dtype``). Refused: ``pooler_hidden_size != hidden_size``, an
 ``attention_head_size`` other than ``hidden_size / num_attention_heads``, activations the
 zoo does not implement, the legacy masked-LM head when ``embedding_size != hidden_size``.
 
@@ -49,6 +48,9 @@ _HF_KEYS = {
     "pos_att_type": ("pos_att_type",),
     "share_att_key": ("share_att_key",),
     "position_biased_input": ("position_biased_input",),
+    "conv_kernel_size": ("conv_kernel_size",),
+    "conv_groups": ("conv_groups",),
+    "conv_act": ("conv_act",),
 }
 REQUIRED = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
 
@@ -75,10 +77,6 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
     if hf.get("model_type") != MODEL_TYPE:
         raise ConfigError(f"{where}: model_type {hf.get('model_type')!r} is not "
                           f"{MODEL_TYPE!r}")
-    conv = hf.get("conv_kernel_size") or 0
-    if not isinstance(conv, int) or conv > 0:
-        raise ConfigError(f"{where}: conv_kernel_size {conv!r} is not supported (the "
-                          "convolution layer of DeBERTa-v2-xlarge and larger is not implemented)")
     hidden = hf.get("hidden_size")
     sized = isinstance(hidden, int) and not isinstance(hidden, bool)  # else named below
     if sized and hf.get("pooler_hidden_size") not in (None, hidden):
@@ -91,7 +89,7 @@ def config_from_hf(hf: Mapping, where: str = "config.json") -> DebertaV2Config:
                           f"{hf['embedding_size']!r} other than hidden_size {hidden!r} is not "
                           "supported")
     check_head_size(hf, "attention_head_size", where)
-    for key in ("hidden_act", "pooler_hidden_act"):
+    for key in ("hidden_act", "pooler_hidden_act", "conv_act"):
         value = hf.get(key)
         if value is not None and (not isinstance(value, str) or value not in ACTIVATIONS):
             raise ConfigError(f"{where}: {key} {value!r} is not supported "
@@ -142,6 +140,12 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"encoder\.rel_embeddings\.weight", "encoder/rel_embeddings/embedding"),
     (r"encoder\.LayerNorm\.weight", "encoder/rel_norm/scale"),
     (r"encoder\.LayerNorm\.bias", "encoder/rel_norm/bias"),
+    # the ConvLayer (conv_kernel_size > 0): torch's (out, in / groups, k) Conv1d weight,
+    # axes reversed by "T" to the zoo's (k, in / groups, out)
+    (r"encoder\.conv\.conv\.weight", "encoder/conv/kernel T"),
+    (r"encoder\.conv\.conv\.bias", "encoder/conv/bias"),
+    (r"encoder\.conv\.LayerNorm\.weight", "encoder/conv/norm/scale"),
+    (r"encoder\.conv\.LayerNorm\.bias", "encoder/conv/norm/bias"),
     (rf"{_L}\.attention\.self\.(?P<p>query|key|value|pos_key|pos_query)_proj\.weight",
      "encoder/layers/{i}/attention/{p}/kernel T"),
     (rf"{_L}\.attention\.self\.(?P<p>query|key|value|pos_key|pos_query)_proj\.bias",
@@ -212,8 +216,7 @@ def finish(params: dict, config: DebertaV2Config) -> list[str]:
 def config_to_hf(config: DebertaV2Config) -> dict:
     """The ``config.json`` keys of ``config`` (the inverse of ``config_from_hf``)."""
     return config_keys(config, _HF_KEYS) | {"norm_rel_ebd": config.norm_rel_ebd,
-                                            "pooler_hidden_size": config.hidden_size,
-                                            "conv_kernel_size": 0}
+                                            "pooler_hidden_size": config.hidden_size}
 
 
 ARCHITECTURE = Architecture(

@@ -22,9 +22,13 @@ The relative-position indices depend only on the sequence length, which is stati
 slice of the relative-embedding table those indices reach is projected, in each layer,
 before one ``take_along_axis`` per score type.
 
+With ``conv_kernel_size > 0`` (DeBERTa-v2-xlarge and xxlarge), HF's ``ConvLayer`` runs once,
+after the first block: a 1-D convolution over the embeddings (``conv_groups`` groups, zero
+padding), zeroed at padded positions, dropout, ``conv_act``, added to the first block's output,
+LayerNorm, times the padding mask (``ConvLayer``).
+
 HF's ``ContextPooler`` (dense over token 0, ``pooler_hidden_act``) is the first layer of the
-zoo's classification head (``classifier_style``), as BERT's pooler is. ``conv_kernel_size``
-(the ConvLayer of DeBERTa-v2-xlarge and larger) is not implemented: the converter refuses it.
+zoo's classification head (``classifier_style``), as BERT's pooler is.
 """
 
 from __future__ import annotations
@@ -77,6 +81,9 @@ class DebertaV2Config:
     share_att_key: bool = False
     norm_rel_ebd: str = "none"         # "none" or "layer_norm"
     position_biased_input: bool = True
+    conv_kernel_size: int = 0       # > 0: the ConvLayer after the first block (v2-xlarge)
+    conv_groups: int = 1
+    conv_act: str = "tanh"
     model_type: str = "deberta-v2"
     max_len: int | None = None      # longest input the zoo tokenises to (default: positions)
 
@@ -84,6 +91,7 @@ class DebertaV2Config:
         nn.check_sizes(self)
         nn.check_choice(self, "hidden_act", ACTIVATIONS)
         nn.check_choice(self, "pooler_hidden_act", ACTIVATIONS)
+        nn.check_choice(self, "conv_act", ACTIVATIONS)
         if self.model_type != "deberta-v2":
             raise ValueError(f"model_type {self.model_type!r}: expected 'deberta-v2'")
         nn.check_fractions(self)
@@ -96,6 +104,15 @@ class DebertaV2Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
+        nn.check_count(self, "conv_kernel_size")
+        nn.check_count(self, "conv_groups", low=1)
+        if self.conv_kernel_size and self.conv_kernel_size % 2 == 0:
+            # HF pads (k - 1) // 2 on each side: an even kernel shortens the sequence
+            raise ValueError(f"conv_kernel_size must be odd (or 0: no convolution), got "
+                             f"{self.conv_kernel_size}")
+        if self.hidden_size % self.conv_groups:
+            raise ValueError(f"conv_groups {self.conv_groups} does not divide hidden_size "
+                             f"{self.hidden_size}")
         if self.position_buckets == 1:  # log buckets divide by position_buckets // 2
             raise ValueError("position_buckets must be <= 0 (no log buckets) or >= 2, got 1")
         pos_att_type = self.pos_att_type
@@ -391,6 +408,54 @@ class Layer(nnx.Module):
         return self.output_norm(x + self.dropout(self.output(inner), rngs=rngs))
 
 
+class ConvLayer(nnx.Module):
+    """HF's ``ConvLayer``: LN(residual + act(Drop(conv(x) zeroed at padding))) * mask.
+
+    The kernel has ``nnx.Conv``'s layout, (k, hidden / groups, hidden): torch's (out,
+    in / groups, k) Conv1d weight with its axes reversed. The convolution runs as one matrix
+    product over the k shifted copies of ``x`` side by side (a grouped kernel is expanded to
+    its block-diagonal form), so it takes the compute dtype like every Linear and exports to
+    ONNX with the ops the rest of the graph uses.
+    """
+
+    MIXED_PRECISION = True  # ``dtype`` is the products' compute dtype (zoo.nn.set_precision)
+
+    def __init__(self, config: DebertaV2Config, *, rngs: nnx.Rngs):
+        h, k, g = config.hidden_size, config.conv_kernel_size, config.conv_groups
+        self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (k, h // g, h)))
+        self.bias = nnx.Param(jnp.zeros((h,)))
+        self.norm = nn.layer_norm(h, config.layer_norm_eps, rngs)
+        self.activation = config.conv_act
+        self.groups = g
+        self.dropout = Dropout(config.dropout)
+        self.dtype = None
+
+    def full_kernel(self) -> jax.Array:
+        """(k * hidden, hidden): row ``j * hidden + i`` weighs input feature i at offset j."""
+        kernel = self.kernel[...]
+        k, per_group, h = kernel.shape
+        if self.groups > 1:  # (k, in/g, g, out/g) -> block-diagonal (k, g, in/g, g, out/g)
+            blocks = kernel.reshape(k, per_group, self.groups, h // self.groups)
+            eye = jnp.eye(self.groups, dtype=kernel.dtype)
+            kernel = jnp.einsum("kcgo,Gg->kGcgo", blocks, eye).reshape(k, h, h)
+        return kernel.reshape(k * h, h)
+
+    def __call__(self, x, residual, attention_mask, *, rngs=None):
+        """``x``: the embeddings (B, S, H), zero at padded positions; ``residual``: the first
+        block's output (B, S, H); ``attention_mask``: (B, S)."""
+        k = self.kernel.shape[0]
+        length = x.shape[1]
+        pad = (k - 1) // 2
+        padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0)))
+        windows = jnp.concatenate([padded[:, j:j + length] for j in range(k)], axis=-1) \
+            if k > 1 else x
+        out = nn.einsum("bsi,io->bso", windows, self.full_kernel(), dtype=self.dtype,
+                        out_dtype=jnp.float32) + self.bias[...]
+        mask = attention_mask[..., None].astype(out.dtype)
+        out = ACTIVATIONS[self.activation](self.dropout(out * mask, rngs=rngs))
+        return self.norm(residual + out) * mask
+
+
 class DebertaV2Encoder(nnx.Module):
     """Token ids (B, S), padding mask (B, S) [, token types (B, S)] -> hidden (B, S, H);
     (B, 1, H) with ``first_token_only``: the last block computes position 0 alone
@@ -408,6 +473,7 @@ class DebertaV2Encoder(nnx.Module):
         self.rel_norm = nn.layer_norm(config.hidden_size, config.layer_norm_eps, rngs) \
             if config.norm_rel_ebd == "layer_norm" else None
         self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.conv = ConvLayer(config, rngs=rngs) if config.conv_kernel_size else None
 
     def token_embeddings(self) -> nnx.Param:
         """The (vocab_size, embedding_size) word-embedding table (read and written by
@@ -448,8 +514,15 @@ class DebertaV2Encoder(nnx.Module):
         real = attention_mask.astype(bool)
         pair_mask = (real[:, None, :, None] & real[:, None, None, :])
         rel = self._relative(length)
+        embedded = x
         x = x.reshape(batch * length, hidden)
         last = len(self.layers) - 1 if first_token_only else -1
+        if self.conv is not None and last == 0:  # the convolution needs every position
+            last = -1
         for i, layer in enumerate(self.layers):
             x = layer(x, pair_mask, rel, rngs=rngs, first_token_only=i == last)
-        return x.reshape(batch, -1, hidden)
+            if i == 0 and self.conv is not None:
+                x = self.conv(embedded, x.reshape(batch, length, hidden), attention_mask,
+                              rngs=rngs).reshape(batch * length, hidden)
+        x = x.reshape(batch, -1, hidden)
+        return x[:, :1] if first_token_only and last == -1 else x

@@ -44,5 +44,5 @@ _preset("deberta-v3-small", _v3(6, 768, 12), "DeBERTa-v3-Small: 6 layers, H 768,
 _preset("deberta-v3-base", _v3(12, 768, 12), "DeBERTa-v3-Base: 12 layers, H 768, 86M backbone "
         "parameters + 98M in the embedding.", HFSource("microsoft/deberta-v3-base"))
 _preset("deberta-v2-custom", _v3(12, 768, 12), "Any HF deberta-v2 / DeBERTa-v3 checkpoint "
-        "(without the convolution layer of v2-xlarge): the architecture comes from the "
+        "(DeBERTa-v2-xlarge's convolution layer included): the architecture comes from the "
         "folder's config.json (weights=DIR).", None)
