@@ -216,8 +216,12 @@ def draw_deberta(rng):
              hidden_act=act(rng), pooler_hidden_act=act(rng), pad_token_id=0)
     if rng.random() < 0.25:
         o["embedding_size"] = rng.choice([8, s["hidden_size"] // 2, 2 * s["hidden_size"]])
-    if rng.random() < 0.08:
-        o["conv_kernel_size"] = 3
+    if rng.random() < 0.15:  # DeBERTa-v2-xlarge's ConvLayer
+        o["conv_kernel_size"] = rng.choice([1, 3, 3, 5])
+        o["conv_act"] = rng.choice(["gelu", "tanh", act(rng)])
+        if rng.random() < 0.3:
+            o["conv_groups"] = rng.choice([d for d in (2, 4) if s["hidden_size"] % d == 0]
+                                          or [1])
     if rng.random() < 0.08:
         o["attention_head_size"] = rng.choice([4, s["hidden_size"] // s["num_attention_heads"]])
     if rng.random() < 0.1:

@@ -119,7 +119,8 @@ class Batch:
 
     input_ids: np.ndarray       # (B, L) int32
     attention_mask: np.ndarray  # (B, L) int32, 1 = real token
-    labels: np.ndarray          # (B,) int32 / float32, 0 on filler rows; (B, L) per token
+    labels: np.ndarray          # (B,) int32 / float32, 0 on filler rows; (B, L) per token;
+    #                             (B, C) float32 multi-hot per example (multi-label)
     weights: np.ndarray         # (B,) float32, 1 real / 0 filler
     indices: np.ndarray         # (B,) int64, example index or -1 for filler
     # Per-example side inputs (e.g. a teacher's logits), rows gathered like labels; 0 on filler;
@@ -146,7 +147,8 @@ class BucketBatcher:
         token_fields: Mapping[str, tuple[Sequence[Sequence[int]], int]] | None = None,
         pair_ids: Sequence[Sequence[int]] | None = None,
     ) -> None:
-        """``labels``: one number per example (class id or score), or None. ``token_fields``:
+        """``labels``: one number per example (class id or score), or one row of numbers
+        (a multi-hot label set), or None. ``token_fields``:
         name -> (one value per token of each example, pad value), e.g. ``token_type_ids``
         (pad 0) or per-token ``labels`` (pad ``IGNORE``), padded like the ids. ``pair_ids``:
         a second token sequence per example (its own length), batched as ``pair_input_ids``
@@ -188,7 +190,7 @@ class BucketBatcher:
             self.labels = np.asarray(_as_list(labels))
             self.labels = self.labels.astype(
                 np.float32 if np.issubdtype(self.labels.dtype, np.floating) else np.int32)
-            if self.labels.shape != (len(rows),):
+            if self.labels.shape[:1] != (len(rows),) or self.labels.ndim > 2:
                 raise ValueError(f"{len(self.labels)} labels for {len(rows)} examples")
         self.token_fields = {}
         for name, (values, pad) in (token_fields or {}).items():
@@ -270,7 +272,7 @@ class BucketBatcher:
         size, n = full_indices.size, real.size
         token_rows = [self._flat[self._offsets[i]:self._offsets[i + 1]] for i in real]
         input_ids, attention_mask = _pad_rows(token_rows, size, length, self.pad_id)
-        labels = np.zeros(size, self.labels.dtype)
+        labels = np.zeros((size, *self.labels.shape[1:]), self.labels.dtype)
         labels[:n] = self.labels[real]
         per_token = {}
         for name, (flat, pad) in self.token_fields.items():

@@ -90,8 +90,10 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-column", help="the text column (default: text)")
     group.add_argument("--text-pair-column", help="the second text of a pair task")
     group.add_argument("--label-column", help="the label column (default: label)")
-    group.add_argument("--task", help="classification, regression, token-classification "
-                       "(default: inferred from the labels) or sentence-embedding (a bi-encoder "
+    group.add_argument("--task", help="classification, multi-label-classification (a list "
+                       "of labels per example, or comma-separated labels in a CSV / TSV cell), "
+                       "regression, token-classification (default: inferred from the labels) "
+                       "or sentence-embedding (a bi-encoder "
                        "on text pairs: scored pairs by cosine regression, unscored (anchor, "
                        "positive) pairs by in-batch negatives)")
 

@@ -237,6 +237,8 @@ def load_task_data(spec: DatasetSpec) -> TaskData:
     kind = get_task(task).label_kind
     if kind == "class" and names is None:
         names = class_names(raw["train"])
+    if kind == "classes" and names is None:
+        names = label_set_names(raw["train"])
     if kind == "tags" and names is None:
         names = tag_names(raw["train"])
     splits = {split: encode_labels(task, rows, names, score_range=spec.score_range)
@@ -654,12 +656,14 @@ def _number(value) -> int | float | None:
 
 
 def infer_task(rows: _Rows) -> str:
-    """Token lists -> token classification; numbers with a fraction -> regression; else
-    classification."""
+    """Token lists -> token classification; lists of labels -> multi-label classification;
+    numbers with a fraction -> regression; else classification."""
     if rows.tokens:
         return "token-classification"
     if rows.labels is None:
         raise DataFormatError(f"{rows.source}: no labels to train on")
+    if any(isinstance(v, (list, tuple)) for v in rows.labels):
+        return "multi-label-classification"
     numbers = [_number(v) for v in rows.labels]
     if all(n is not None for n in numbers) and any(
             isinstance(n, float) and not n.is_integer() for n in numbers):
@@ -724,6 +728,51 @@ def class_names(rows: _Rows) -> tuple[str, ...]:
     return names
 
 
+LABEL_SEPARATOR = ","  # between the labels of one example in a CSV / TSV cell
+
+
+def label_set(value, where: str) -> list:
+    """One example's labels (multi-label): a list as it is, a string split at commas (an
+    empty string or list: no label)."""
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    elif isinstance(value, str):
+        items = [part for part in (p.strip() for p in value.split(LABEL_SEPARATOR)) if part]
+    elif value is None:
+        raise DataFormatError(f"{where}: no labels (write an empty list, or an empty string, "
+                              "for an example with none)")
+    else:
+        items = [value]  # a single id or name
+    for item in items:
+        if isinstance(item, (list, tuple, dict)) or item is None or _label_text(item) == "":
+            raise DataFormatError(f"{where}: label {item!r:.40} in {value!r:.80} is not a "
+                                  "label name or id")
+    return items
+
+
+def label_set_names(rows: _Rows) -> tuple[str, ...]:
+    """Label names of a multi-label training split: every label that occurs, integers sorted
+    by value, or names sorted alphabetically."""
+    values = []
+    for value, where in zip(rows.labels, rows.label_where):
+        for item in label_set(value, where):
+            number = _number(item)
+            if isinstance(number, float) and not number.is_integer():
+                raise DataFormatError(f"{where}: label {item!r} is a float; a label is an "
+                                      "integer or a name")
+            values.append(item)
+    numbers = [_number(v) for v in values]
+    if values and all(n is not None for n in numbers):
+        names = tuple(str(n) for n in sorted({int(n) for n in numbers}))
+    else:
+        names = tuple(sorted({_label_text(v) for v in values}))
+    if len(names) < 2:
+        found = f"only the label {names[0]!r} occurs" if names else "no example has a label"
+        raise DataFormatError(f"{rows.source}: {found}; multi-label classification needs at "
+                              "least two labels")
+    return names
+
+
 def tag_names(rows: _Rows) -> tuple[str, ...]:
     """The training split's tags, completed so every entity type has both its ``B-`` and
     its ``I-`` tag (a dev split may use one the training split lacks)."""
@@ -763,7 +812,8 @@ def class_id(value, names: Sequence[str], where: str) -> int:
 
 def encode_labels(task: str, rows: _Rows, names: Sequence[str] | None, *,
                   score_range: tuple[float, float] | None = None) -> Examples:
-    """``rows`` with labels as the task reads them (class ids, floats, tag-id lists);
+    """``rows`` with labels as the task reads them (class ids, multi-hot rows, floats,
+    tag-id lists);
     ``score_range``: what the source declares its scores to span (the task may rescale)."""
     from zoo.tasks import get_task
 
@@ -774,6 +824,11 @@ def encode_labels(task: str, rows: _Rows, names: Sequence[str] | None, *,
         labels = np.asarray([class_id(v, names, w) for v, w in zip(rows.labels,
                                                                       rows.label_where)],
                             np.int32)
+    elif kind == "classes":  # multi-hot rows
+        labels = np.zeros((len(rows.labels), len(names)), np.float32)
+        for row, (value, where) in enumerate(zip(rows.labels, rows.label_where)):
+            for item in label_set(value, where):
+                labels[row, class_id(item, names, where)] = 1.0
     elif kind == "score":
         values = []
         for value, where in zip(rows.labels, rows.label_where):

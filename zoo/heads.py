@@ -170,6 +170,11 @@ def regression_head(cfg, *, num_classes=None, rngs: nnx.Rngs) -> ClassificationH
     return classification_head(cfg, num_classes=1, rngs=rngs, min_outputs=1)
 
 
+def multi_label_head(cfg, *, num_classes: int, rngs: nnx.Rngs) -> ClassificationHead:
+    """The classifier's layers, one logit per label (read by a sigmoid each)."""
+    return classification_head(cfg, num_classes=num_classes, rngs=rngs, min_outputs=1)
+
+
 def token_classification_head(cfg, *, num_classes: int, rngs: nnx.Rngs
                               ) -> TokenClassificationHead:
     return TokenClassificationHead(cfg.hidden_size, num_classes, dropout=cfg.classifier_dropout,
@@ -199,6 +204,15 @@ register_head(HeadSpec(
     factory=classification_head,
     num_classes=2,
     labels=("negative", "positive"),
+))
+
+register_head(HeadSpec(
+    name="multi-label-classifier",
+    kind="multi-label-classification",
+    description="Multi-label classification: the [CLS] head in the encoder's style, one "
+                "sigmoid per label (any subset of the labels per text).",
+    factory=multi_label_head,
+    num_classes=2,
 ))
 
 register_head(HeadSpec(

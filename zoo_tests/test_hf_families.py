@@ -268,6 +268,19 @@ def test_an_untied_decoder_missing_from_the_file_is_refused(name, decoder, tmp_p
     assert "tie_word_embeddings false" in message
 
 
+def test_deberta_new_mlm_layout_is_tied_whatever_the_config_says(tmp_path):
+    """DeBERTa's own MLM head (lm_predictions.*, legacy false) has no decoder weight: it is
+    the word embeddings even with tie_word_embeddings false (as transformers reads it; the
+    parity fuzzer found this refused)."""
+    folder = _copy("deberta-v2-v3-mlm-new-head", tmp_path)
+    tied = zoo.load(str(folder))
+    _edit_config(folder, tie_word_embeddings=False)
+    untied = zoo.load(str(folder))
+    ids = np.asarray([tied.tokenizer.encode("a sentence").ids], np.int32)
+    np.testing.assert_array_equal(np.asarray(untied(ids, np.ones_like(ids))),
+                                  np.asarray(tied(ids, np.ones_like(ids))))
+
+
 @pytest.mark.parametrize("name", [b for b, _ in BASES])
 def test_absurd_config_values_are_refused_before_a_model_is_built(name, tmp_path):
     """A million layers would take hours to build; a 400-digit width overflows jax."""
@@ -290,8 +303,14 @@ def test_labels_the_classifier_does_not_have_are_refused(name, tmp_path):
                  label2id={f"L{i}": i for i in range(rows + 1)})
     message = _load_error(folder)
     assert f"{rows + 1} labels, but the classifier head's weights have {rows} outputs" in message
+    # the same head read as independent labels: a sigmoid each
     _edit_config(folder, id2label=None, label2id=None, problem_type="multi_label_classification")
-    assert "multi_label_classification is not supported" in _load_error(folder)
+    multi = zoo.load(str(folder))
+    assert multi.info.head == "multi-label-classifier" and multi.info.num_classes == rows
+    ids = np.asarray([multi.tokenizer.encode("a sentence").ids], np.int32)
+    logits = np.asarray(multi(ids, np.ones_like(ids)), np.float64)[0]
+    got = list(multi.predict(["a sentence"])[0].probabilities.values())
+    assert got == pytest.approx((1 / (1 + np.exp(-logits))).tolist(), abs=1e-6)
     _edit_config(folder, problem_type="regression")  # transformers: one score per label
     assert (f"problem_type regression with {rows} outputs is not supported"
             in _load_error(folder))

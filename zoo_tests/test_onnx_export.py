@@ -155,6 +155,7 @@ def test_graph_interface(exported):
     expected = {None: ("last_hidden_state", ["batch", "sequence", hidden]),
                 "sentence-embedding": ("sentence_embedding", ["batch", hidden]),
                 "classification": ("logits", ["batch", model.info.num_classes]),
+                "multi-label-classification": ("logits", ["batch", model.info.num_classes]),
                 "regression": ("logits", ["batch", 1]),
                 "token-classification": ("logits", ["batch", "sequence", model.info.num_classes]),
                 "mlm": ("logits", ["batch", "sequence", config.vocab_size])}[kind]

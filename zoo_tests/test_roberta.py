@@ -334,9 +334,34 @@ def test_golden(folder):
     scale = max(1.0, float(np.abs(want).max()))
     np.testing.assert_allclose(output, want, rtol=0, atol=1e-5 * scale)
     task = str(expected["task"])
+    if json.loads((folder / "config.json").read_text()).get("problem_type") == \
+            "multi_label_classification":
+        task = "multi-label"
     assert model.info.head == {"base": None, "classifier": "classifier", "regressor": "regressor",
-                               "token": "token-classifier", "mlm": "mlm"}[task]
+                               "token": "token-classifier", "mlm": "mlm",
+                               "multi-label": "multi-label-classifier"}[task]
     assert model.info.encoder == f"{expected['model_type']}-custom"
+
+
+def test_a_multi_label_checkpoint_predicts_every_label_over_the_threshold():
+    """problem_type multi_label_classification: transformers' logits (golden) read with a
+    sigmoid per label; predict keeps every label at or over 0.5, most probable first."""
+    folder = GOLDEN / "roberta-multi-label"
+    expected = np.load(folder / "expected.npz", allow_pickle=False)
+    model = zoo.load(str(folder))
+    assert model.task.name == "multi-label-classification"
+    assert model.info.labels == ("anger", "fear", "joy", "sadness")
+    sentences = [str(s) for s in expected["sentences"]]
+    probabilities = 1 / (1 + np.exp(-expected["output"].astype(np.float64)))
+    chosen = 0
+    for prediction, p in zip(model.predict(sentences), probabilities):
+        assert [prediction.probabilities[label] for label in model.info.labels] == \
+            pytest.approx(p.tolist(), abs=1e-5)
+        over = sorted((i for i in range(4) if p[i] >= 0.5), key=lambda i: -p[i])
+        assert prediction.labels == tuple(model.info.labels[i] for i in over)
+        assert prediction.scores == pytest.approx([p[i] for i in over], abs=1e-5)
+        chosen += len(over)
+    assert 0 < chosen < 4 * len(sentences)  # the threshold decides something here
 
 
 def test_golden_classifier_labels():

@@ -198,6 +198,10 @@ VARIANTS = (
     ("roberta-classifier-silu-sharded", "roberta", "classifier", {"hidden_act": "silu"},
      "sharded"),
     ("xlm-roberta-base-quick-gelu", "xlm-roberta", "base", {"hidden_act": "quick_gelu"}, False),
+    # problem_type multi_label_classification (GoEmotions-style): a sigmoid per label
+    ("roberta-multi-label-bin", "roberta", "classifier",
+     {"num_labels": 4, "problem_type": "multi_label_classification",
+      "id2label": {0: "anger", 1: "fear", 2: "joy", 3: "sadness"}}, True),
 )
 
 
@@ -237,6 +241,9 @@ GOLDEN = (
     ("roberta-xlm-base", "xlm-roberta", "base", {}, False),
     ("roberta-xlm-mlm-untied", "xlm-roberta", "mlm",
      {"tie_word_embeddings": False, "type_vocab_size": 2}, False),
+    ("roberta-multi-label", "roberta", "classifier",
+     {"num_labels": 4, "problem_type": "multi_label_classification",
+      "id2label": {0: "anger", 1: "fear", 2: "joy", 3: "sadness"}}, False),
 )
 GOLDEN_SIZES = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
                 "intermediate_size": 32, "max_position_embeddings": 66}

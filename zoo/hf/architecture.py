@@ -58,6 +58,9 @@ class Architecture:
     table: NameTable
     # Edits mapped params in place (e.g. unties a decoder); may return notes.
     finish: Callable[[dict, Any], list[str] | None] | None = None
+    # HF names (after the prefix) of an MLM head layout that has no decoder weight of its own
+    # whatever tie_word_embeddings says (DeBERTa's lm_predictions.*: always the embeddings).
+    tied_mlm_layout: str | None = None
     # Export (zoo.hf.export): config -> config.json keys (the inverse of config_from_hf), and
     # per model_type how transformers names its classes and which table names it writes.
     config_to_hf: Callable[[Any], dict] | None = None
@@ -85,9 +88,12 @@ TASK_CLASSES = (
     TaskClass("ForPreTraining", "mlm", renamable=False),
 )
 HF_REGRESSION = "regression"  # a value of HF's config.json problem_type
-HF_MULTI_LABEL = "multi_label_classification"  # another (no zoo task: sigmoid per label)
+HF_MULTI_LABEL = "multi_label_classification"  # another: a sigmoid per label
 # A sequence classifier with one output (num_labels 1, or problem_type regression).
 REGRESSION = TaskClass("ForSequenceClassification", "regressor", keeps_pooler=True)
+# A sequence classifier whose labels are independent (problem_type multi_label_classification).
+MULTI_LABEL = TaskClass("ForSequenceClassification", "multi-label-classifier",
+                        keeps_pooler=True)
 MLM_HEAD = "mlm"  # where an MLM head is stored, whatever the task model (ELECTRA has none)
 NO_TASK = TaskClass("Model", "", renamable=False)
 
@@ -220,8 +226,11 @@ def task_class(hf: Mapping, tensors: Mapping, table: NameTable) -> TaskClass:
     """The checkpoint's task head, from ``architectures`` in config.json (else from its
     tensor names: a ``classifier`` means sequence classification). A sequence classifier
     with one output is a regressor (``problem_type`` regression, ``num_labels`` 1, one
-    ``id2label`` entry, or one row in its output layer)."""
+    ``id2label`` entry, or one row in its output layer); one with ``problem_type``
+    multi_label_classification a multi-label classifier."""
     def sequence_class() -> TaskClass:
+        if hf.get("problem_type") == HF_MULTI_LABEL:
+            return MULTI_LABEL
         rows = classifier_rows(tensors, table)
         regression = (hf.get("problem_type") == HF_REGRESSION or hf.get("num_labels") == 1
                       or len(hf.get("id2label") or {0: 0, 1: 1}) == 1 or rows == [1])
@@ -295,9 +304,6 @@ def convert_folder(path: str | Path, name: str | None = None,
             raise ConfigError(f"{path} holds a {want} head; --head {classifier_head} is a "
                               f"{get_head(classifier_head).kind} head")
         head_name = classifier_head
-    if hf.get("problem_type") == HF_MULTI_LABEL and task_cls in (TASK_CLASSES[0], REGRESSION):
-        raise ConfigError(f"{where}: problem_type {HF_MULTI_LABEL} is not supported (the zoo's "
-                          "classification heads predict one label per text, by softmax)")
     if task_cls is REGRESSION:
         id2label = hf.get("id2label")
         said = len(id2label) if isinstance(id2label, Mapping) else hf.get("num_labels")
@@ -316,7 +322,9 @@ def convert_folder(path: str | Path, name: str | None = None,
         except ConfigError as err:  # a tensor it cannot place: name the weights
             raise ConfigError(f"{weights_file(path)}: {err}") from None
         notes = sorted(notes + list(finished or ()))
-    if hf.get("tie_word_embeddings") is False and not stored_decoder \
+    always_tied = arch.tied_mlm_layout is not None and any(
+        re.match(arch.tied_mlm_layout, arch.table.strip(n)) for n in tensors)
+    if hf.get("tie_word_embeddings") is False and not stored_decoder and not always_tied \
             and f"{MLM_DECODER}/kernel" in params:
         # ``finish`` tied a decoder the config says is untied: transformers would leave it
         # random; the zoo refuses rather than predict with another matrix than the file's

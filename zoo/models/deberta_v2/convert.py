@@ -222,5 +222,5 @@ def config_to_hf(config: DebertaV2Config) -> dict:
 ARCHITECTURE = Architecture(
     name="deberta_v2", model_types={MODEL_TYPE: "deberta-v2-custom"},
     config_class=DebertaV2Config, config_from_hf=config_from_hf, table=TABLE, finish=finish,
-    config_to_hf=config_to_hf,
+    config_to_hf=config_to_hf, tied_mlm_layout=r"lm_predictions\.",
     exports={MODEL_TYPE: HFExport("DebertaV2", "deberta.", never=r"cls\.|lm_predictions\.")})
