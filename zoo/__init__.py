@@ -6,7 +6,11 @@
     >>> logits = model(input_ids, attention_mask)        # (B, 2)
 """
 
-from zoo import heads as _heads  # noqa: F401  (registers the heads)
+from zoo import host_memory as _host_memory
+
+_host_memory.retain_freed_memory()  # before jax starts XLA's threads: see zoo/host_memory.py
+
+from zoo import heads as _heads  # noqa: E402,F401  (registers the heads)
 from zoo import models as _models  # noqa: F401  (registers the families and their presets)
 from zoo.checkpoint import CheckpointMismatchError, IntegrityError
 from zoo.hub import HeadInitializedWarning, WeightsNotFoundError, load, weights_store
