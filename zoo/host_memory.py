@@ -6,7 +6,7 @@ frees it after. For a train step that block is large (2.6 GB for ModernBERT-base
 tokens, 2.0 GB for RoBERTa-base), so glibc serves it with ``mmap`` and returns it with
 ``munmap``, and the kernel zeroes and faults in every page again on the next step: 480,000 to
 640,000 page faults and about a second of system time per step on a 2-core EPYC. Kept in the
-heap instead, the block is reused: RoBERTa-base's step took 5.60 s instead of 6.17 s (1.10x),
+heap instead, the block is reused: RoBERTa-base's step took 5.6-5.7 s instead of 6.17 s,
 ModernBERT-base's 7.9 s instead of 8.2 s alone and instead of 10 s with another process
 running between steps (measured in ``benchmarks/results/families-cpu.md``). ``predict`` is
 not affected (its blocks are small).
