@@ -293,6 +293,10 @@ def test_absurd_config_values_are_refused_before_a_model_is_built(name, tmp_path
     assert "got a 401-digit number" in _load_error(folder)
     (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     assert "config.json: not valid JSON (nested too deeply)" in _load_error(folder)
+    with open(folder / "config.json", "r+b") as handle:  # 3 GB, sparse: never read whole
+        handle.truncate(3 << 30)
+    assert "config.json: 3,072 MB, too large for a JSON file the zoo reads (at most 64 MB)" \
+        in _load_error(folder)
 
 
 @pytest.mark.parametrize("name", ["roberta-classifier", "deberta-v2-v3-classifier"])
