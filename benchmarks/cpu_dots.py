@@ -23,7 +23,9 @@ import numpy as np
 # (tokens, in, out): BERT/RoBERTa FFN in and out, Q/K/V/O; ModernBERT fused QKV and GeGLU
 SHAPES = ((2048, 768, 3072), (2048, 3072, 768), (2048, 768, 768), (2048, 768, 2304),
           (2048, 1152, 768), (512, 768, 768))
-EIGEN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# zoo.nn.EIGEN_DOTS (on a lone product the same program as turning YNNPACK off altogether)
+EIGEN = {"xla_cpu_experimental_ynn_fusion_type":
+         "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         f"cores), jax {info['versions']['jax']}, torch {info['versions']['torch']}; "
         f"{args.rounds} interleaved rounds per shape after a warm-up; load average "
         f"{info['loadavg_start'][0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. "
-        "`xla`: XLA's default (YNNPACK); `eigen`: `compiler_options="
-        "{\"xla_cpu_experimental_ynn_fusion_type\": \"\"}`, what `zoo.nn.compiler_options` "
-        "gives float32 programs on the CPU; bf16: bfloat16 operands, float32 accumulation.", "",
+        "`xla`: XLA's default (YNNPACK); `eigen`: YNNPACK's dots off (`zoo.nn.EIGEN_DOTS`), "
+        "what `zoo.nn.compiler_options` gives wide float32 programs on the CPU; bf16: "
+        "bfloat16 operands, float32 accumulation.", "",
         "| tokens x in x out | f32 XLA default | f32 Eigen (the zoo) | f32 torch | Eigen / default "
         "| Eigen / torch | bf16 XLA default | bf16 Eigen |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

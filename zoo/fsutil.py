@@ -22,14 +22,21 @@ from zoo.errors import ConfigError, ZooError
 MAX_JSON_BYTES = 64 << 20  # configs, manifests, indexes, vocabularies: far below this
 
 
+def check_size(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> None:
+    """One ``ConfigError`` line when ``path`` is larger than ``limit`` bytes: a file read
+    whole (JSON, a tokenizer's vocabulary) that a hostile folder could make exhaust memory.
+    ``OSError`` passes through."""
+    size = Path(path).stat().st_size
+    if size > limit:
+        raise ConfigError(f"{path}: {size / 2**20:,.0f} MB, too large for {what} (at most "
+                          f"{limit >> 20} MB)")
+
+
 def read_json(path: Path) -> object:
     """A JSON file's value, or one ``ConfigError`` line naming the file: larger than
     ``MAX_JSON_BYTES`` (read whole, a hostile file could exhaust memory), not UTF-8, not JSON
     (with the line), nested too deeply for the parser. ``OSError`` passes through."""
-    size = Path(path).stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise ConfigError(f"{path}: {size / 2**20:,.0f} MB, too large for a JSON file the zoo "
-                          f"reads (at most {MAX_JSON_BYTES >> 20} MB)")
+    check_size(path, "a JSON file the zoo reads")
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:

@@ -288,16 +288,22 @@ def set_precision(model: nnx.Module, precision: str) -> None:
             module.dtype = PRECISIONS[precision]
 
 
-# XLA's CPU backend hands dots to YNNPACK by default. For float32 its kernels ran 2-37 %
-# slower than XLA's Eigen dots on a 2-core Xeon with AVX-512 at widths 256-3072 (2048 x 768 x
-# 768: 202 GFLOP/s against 275, torch 283), and a RoBERTa-base forward 11 % slower; at width
-# 128 (the M2L encoders) YNNPACK was as fast or up to 23 % faster; for bf16 only YNNPACK uses
-# the AMX units (518-1,098 GFLOP/s against Eigen's 192-265). So float32 models at least
-# EIGEN_MIN_WIDTH wide compile with YNNPACK's dots off.
-EIGEN_MIN_WIDTH = 256
+# XLA's CPU backend hands dots and reductions to YNNPACK by default. Whole programs decide
+# (``benchmarks/cpu_programs.py``; a lone product's speed did not predict them): a
+# RoBERTa-base forward ran 11 % slower with YNNPACK's float32 dots than with Eigen's on a
+# 2-core Xeon with AVX-512 and AMX, and level on a 2-core Zen 4 EPYC; all-MiniLM-L6-v2 (width
+# 384) ran 5-10 % faster with XLA's default on the EPYC; at width 128 (the M2L encoders)
+# YNNPACK was as fast or up to 23 % faster on the Xeon; for bf16 only YNNPACK uses the AMX
+# units (518-1,098 GFLOP/s against Eigen's 192-265). So float32 models at least
+# EIGEN_MIN_WIDTH wide compile with YNNPACK's dots off -- and only its dots: with its
+# reductions off too (LayerNorm, softmax, pooling on XLA's own loops), as before
+# 2026-12-06, the EPYC ran all-MiniLM-L6-v2 4-8 % and RoBERTa-base 3 % slower.
+EIGEN_MIN_WIDTH = 768
 CPU_DOTS_ENV = "ZOO_XLA_CPU_DOTS"
 CPU_DOTS = ("auto", "eigen", "xla")
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+# XLA's default list (individual dots, reductions, convolutions) without the dots.
+EIGEN_DOTS = {_YNN_OPTION: "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -305,8 +311,7 @@ def _ynn_option_known() -> bool:
     """Whether this jaxlib accepts the YNNPACK option (it is experimental: a jaxlib without
     it refuses the compile)."""
     try:
-        jax.jit(lambda x: x + 1, compiler_options={_YNN_OPTION: ""}).lower(
-            np.float32(0)).compile()
+        jax.jit(lambda x: x + 1, compiler_options=EIGEN_DOTS).lower(np.float32(0)).compile()
     except Exception:  # noqa: BLE001 - any refusal means: do not pass it
         return False
     return True
@@ -327,9 +332,9 @@ def model_width(model: nnx.Module) -> int:
 
 def compiler_options(model: nnx.Module) -> dict:
     """XLA options for jitting ``model``'s programs (``jax.jit(..., compiler_options=…)``):
-    on the CPU backend, float32 dots on Eigen instead of YNNPACK for a float32 model at least
-    ``EIGEN_MIN_WIDTH`` wide, unless ``XLA_FLAGS`` already chooses or ``ZOO_XLA_CPU_DOTS``
-    says otherwise: ``auto`` (the default, as described), ``eigen`` (any float32 or bf16
+    on the CPU backend, dots on Eigen instead of YNNPACK (``EIGEN_DOTS``; reductions stay on
+    YNNPACK) for a float32 model at least ``EIGEN_MIN_WIDTH`` wide, unless ``XLA_FLAGS``
+    already chooses or ``ZOO_XLA_CPU_DOTS`` says otherwise: ``auto`` (the default, as described), ``eigen`` (any float32 or bf16
     model) or ``xla`` (XLA's own choice: no option). Elsewhere: none."""
     choice = os.environ.get(CPU_DOTS_ENV, "auto").strip().lower() or "auto"
     if choice not in CPU_DOTS:
@@ -341,7 +346,7 @@ def compiler_options(model: nnx.Module) -> dict:
                                       or model_width(model) < EIGEN_MIN_WIDTH))
             or not _ynn_option_known()):
         return {}
-    return {_YNN_OPTION: ""}
+    return dict(EIGEN_DOTS)
 
 
 class CastState:

@@ -357,6 +357,9 @@ def read_tokenizer_file(path: Path) -> Tokenizer:
     tokenizers library panic."""
     import json
 
+    from zoo.fsutil import check_size
+
+    check_size(path, "a tokenizer file the zoo reads")
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except BaseException as err:  # plain Exceptions, and panics (e.g. a Precompiled map)

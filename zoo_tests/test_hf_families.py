@@ -297,6 +297,14 @@ def test_absurd_config_values_are_refused_before_a_model_is_built(name, tmp_path
         handle.truncate(3 << 30)
     assert "config.json: 3,072 MB, too large for a JSON file the zoo reads (at most 64 MB)" \
         in _load_error(folder)
+    (folder / "config.json").write_text(json.dumps(config))
+    # the tokenizer file the loader would read (tokenizers reads it whole, unchecked)
+    vocab = next(folder / n for n in ("tokenizer.json", "vocab.json", "spm.model", "vocab.txt")
+                 if (folder / n).is_file())
+    with open(vocab, "r+b") as handle:
+        handle.truncate(3 << 30)
+    assert (f"{vocab.name}: 3,072 MB, too large for a tokenizer file the zoo reads (at most "
+            "64 MB)") in _load_error(folder)
 
 
 @pytest.mark.parametrize("name", ["roberta-classifier", "deberta-v2-v3-classifier"])

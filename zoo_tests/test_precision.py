@@ -198,30 +198,50 @@ def test_load_predict_and_encode_follow_the_precision():
         zoo.load("all-minilm-l6-v2", weights=folder, precision="fp16")
 
 
+def _dots_on_ynnpack(compiled: str) -> tuple[int, int]:
+    """(dots inside YNNPACK fusions, dots elsewhere) of a compiled CPU program's HLO text."""
+    import re
+
+    bodies = {m.group(1): m.group(2) for m in
+              re.finditer(r"^(?:ENTRY )?%(\S+) \(.*?\{\n(.*?)^\}", compiled, re.M | re.S)}
+    ynn = {m.group(1) for m in re.finditer(r"calls=%([\w.\-]+).*__ynn_fusion", compiled)}
+    inside = sum(bodies[name].count(" dot(") for name in ynn)
+    return inside, sum(b.count(" dot(") for b in bodies.values()) - inside
+
+
 def test_cpu_programs_choose_eigen_dots_for_wide_float32_models(monkeypatch):
     """``zoo.nn.compiler_options``: YNNPACK's float32 dots are slower than Eigen's on the
-    CPU from width 256, its bf16 ones are the only ones on AMX; the environment and
-    XLA_FLAGS decide first."""
+    CPU from width 768 (its reductions are not: they stay), its bf16 ones are the only ones
+    on AMX; the environment and XLA_FLAGS decide first."""
     from zoo.inference import _forward
     from zoo.nn import CPU_DOTS_ENV, compiler_options, model_width
 
     monkeypatch.delenv(CPU_DOTS_ENV, raising=False)
     monkeypatch.setenv("XLA_FLAGS", "")
-    wide = dataclasses.replace(TINY_BERT, hidden_size=256, num_heads=4, intermediate_size=512,
+    wide = dataclasses.replace(TINY_BERT, hidden_size=768, num_heads=4, intermediate_size=768,
                                num_layers=1)
     model = build_model("bert-custom", "sst2", seed=0, config=wide)
     narrow = _build("bert-custom")  # 32 wide: YNNPACK is as fast there
-    assert model_width(model) == 256 and model_width(narrow) == 32
-    off = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert model_width(model) == 768 and model_width(narrow) == 32
+    minilm = build_model("bert-custom", "sst2", seed=0, config=dataclasses.replace(
+        wide, hidden_size=384, intermediate_size=1536))  # all-MiniLM-L6-v2's widths
+    assert model_width(minilm) == 384 and compiler_options(minilm) == {}
+    off = {"xla_cpu_experimental_ynn_fusion_type":
+           "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
     assert compiler_options(model) == off and compiler_options(narrow) == {}
-    # the compiled float32 forward has no YNNPACK fusion, and gives XLA's default's outputs
+    # the compiled float32 forward runs its dots outside YNNPACK and its reductions inside,
+    # and gives XLA's default's outputs
     forward, cast = _forward(model)
     batch = _batch(wide.vocab_size)
     args = (cast(), batch["input_ids"], batch["attention_mask"])
-    assert "ynn_fusion" not in forward.lower(*args).compile().as_text()
+    compiled = forward.lower(*args).compile().as_text()
+    inside, outside = _dots_on_ynnpack(compiled)
+    assert inside == 0 and outside >= 6 and "__ynn_fusion" in compiled
     monkeypatch.setenv(CPU_DOTS_ENV, "xla")
     assert compiler_options(model) == {}
     default = jax.jit(forward.__wrapped__)  # XLA's own choice
+    inside, outside = _dots_on_ynnpack(default.lower(*args).compile().as_text())
+    assert inside >= 6  # the parser finds YNNPACK's dots when they are there
     np.testing.assert_allclose(np.asarray(forward(*args)), np.asarray(default(*args)),
                                atol=1e-5)
     monkeypatch.setenv(CPU_DOTS_ENV, "Eigen")

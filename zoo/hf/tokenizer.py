@@ -39,10 +39,13 @@ def read_tokenizer(path: Path, source: str = ""):
     if json_path.is_file():
         file, tokenizer = json_path, read_tokenizer_file(json_path)
     elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        _check_sizes(path, "vocab.json", "merges.txt")
         file, tokenizer = path / "vocab.json", _byte_level_bpe(path)
     elif (path / SPM_FILE).is_file():
+        _check_sizes(path, SPM_FILE)
         file, tokenizer = path / SPM_FILE, _sentencepiece(path)
     elif (path / "vocab.txt").is_file():
+        _check_sizes(path, "vocab.txt")
         file, tokenizer = path / "vocab.txt", _wordpiece(path, source or str(path))
     else:
         others = [p.name for p in path.glob("*.model")]
@@ -59,6 +62,14 @@ def read_tokenizer(path: Path, source: str = ""):
     check_specials(tokenizer, named, path)
     check_encodes(tokenizer, str(file))
     return tokenizer
+
+
+def _check_sizes(path: Path, *names: str) -> None:
+    """A vocabulary file over ``zoo.fsutil.MAX_JSON_BYTES`` is one line, before it is read."""
+    from zoo.fsutil import check_size
+
+    for name in names:
+        check_size(path / name, "a tokenizer file the zoo reads")
 
 
 def special_token_names(path: Path, roles: tuple[str, ...] = ROLES) -> dict[str, str]:

