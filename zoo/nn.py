@@ -334,8 +334,9 @@ def compiler_options(model: nnx.Module) -> dict:
     """XLA options for jitting ``model``'s programs (``jax.jit(..., compiler_options=…)``):
     on the CPU backend, dots on Eigen instead of YNNPACK (``EIGEN_DOTS``; reductions stay on
     YNNPACK) for a float32 model at least ``EIGEN_MIN_WIDTH`` wide, unless ``XLA_FLAGS``
-    already chooses or ``ZOO_XLA_CPU_DOTS`` says otherwise: ``auto`` (the default, as described), ``eigen`` (any float32 or bf16
-    model) or ``xla`` (XLA's own choice: no option). Elsewhere: none."""
+    already chooses or ``ZOO_XLA_CPU_DOTS`` says otherwise: ``auto`` (the default, as
+    described), ``eigen`` (any float32 or bf16 model) or ``xla`` (XLA's own choice: no
+    option). Elsewhere: none."""
     choice = os.environ.get(CPU_DOTS_ENV, "auto").strip().lower() or "auto"
     if choice not in CPU_DOTS:
         raise InvalidArgumentError(f"{CPU_DOTS_ENV}={os.environ[CPU_DOTS_ENV]!r}: expected one of "
