@@ -1,7 +1,6 @@
 import sys
 
 from zoo.cli import main
-from zoo.compile_cache import use_compilation_cache
 
-use_compilation_cache()  # the command line's own process: programs compiled once per machine
-sys.exit(main())
+# the command line's own process: XLA's programs compiled once per machine (zoo.compile_cache)
+sys.exit(main(compile_cache=True))

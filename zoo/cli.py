@@ -436,8 +436,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, compile_cache: bool = False) -> int:
     """Run one command; a mistake the user can fix ends with one line and exit status 2.
+    ``compile_cache``: keep XLA's compiled programs on disk (``zoo.compile_cache``; what
+    ``python -m zoo`` asks for, a process of its own).
 
     Only the zoo's own error types (and path errors) are caught: any other exception is a
     bug in the zoo and keeps its traceback.
@@ -449,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     training = args.func in (cmd_train, cmd_pretrain, cmd_distill)
     previous, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
+        if compile_cache:  # here, so that its warnings are one line like the others
+            from zoo.compile_cache import use_compilation_cache
+
+            use_compilation_cache()
         if getattr(args, "distributed", False):  # before anything touches a device
             from zoo.sharding import initialize_distributed
 

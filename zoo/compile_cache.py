@@ -5,15 +5,15 @@ SST-2 dev set spends most of its 10 s compiling 10 shapes, and every later comma
 compile them again. ``python -m zoo`` therefore turns on jax's persistent compilation cache
 in ``$ZOO_CACHE_DIR/xla`` (default ``~/.cache/zoo/xla``), keeping programs that took at
 least ``MIN_COMPILE_S`` to compile, the least recently used dropped beyond ``MAX_BYTES``
-(when the ``filelock`` package is there, as huggingface_hub and datasets require). jax keys each
-entry on the program, its compile options, the jax/jaxlib versions and the device, so a
-stale entry is never used.
+(when the ``filelock`` package is there, as huggingface_hub and datasets require). jax keys
+each entry on the program, its compile options, the jax/jaxlib versions and the device, so
+a stale entry is never used.
 
-Only the command line does this: ``import zoo`` leaves jax's configuration to the program
-that imports it (``jax.config.update("jax_compilation_cache_dir", ...)`` is one line there).
-``ZOO_COMPILATION_CACHE=off`` turns it off; a ``JAX_COMPILATION_CACHE_DIR`` (or a cache jax
-already has) is left as it is; a cache folder that cannot be created is skipped with a
-warning.
+Only the command line does this (``zoo.cli.main(compile_cache=True)``, which makes its
+warnings one line): ``import zoo`` leaves jax's configuration to the program that imports
+it, which can call :func:`use_compilation_cache` itself. ``ZOO_COMPILATION_CACHE=off`` turns
+it off; a ``JAX_COMPILATION_CACHE_DIR`` (or a cache jax already has) is left as it is; a
+cache folder that cannot be created is skipped with a warning.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ TEXTS = ["A man is eating food.", "The girl is carrying a baby.",
          "Stock markets fell sharply on Monday after the central bank raised rates again."]
 
 
-def _embed(tmp_path, name: str, **env) -> np.ndarray:
+def _embed(tmp_path, name: str, stderr: list | None = None, **env) -> np.ndarray:
     out = tmp_path / f"{name}.npy"
     environ = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     done = subprocess.run(
@@ -27,6 +27,8 @@ def _embed(tmp_path, name: str, **env) -> np.ndarray:
          str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300,
         env=environ | {"JAX_PLATFORMS": "cpu"} | env)
     assert done.returncode == 0, done.stderr
+    if stderr is not None:
+        stderr.append(done.stderr)
     return np.load(out)
 
 
@@ -42,6 +44,11 @@ def test_the_command_line_reuses_compiled_programs(tmp_path):
     np.testing.assert_array_equal(
         _embed(tmp_path, "off", ZOO_CACHE_DIR=str(off), ZOO_COMPILATION_CACHE="off"), first)
     assert not (off / "xla").exists()
+    errors: list = []  # a mistake in the setting: one line, and the cache stays on
+    np.testing.assert_array_equal(_embed(tmp_path, "bad", errors, ZOO_CACHE_DIR=str(cache),
+                                         ZOO_COMPILATION_CACHE="sometimes"), first)
+    assert ("warning: ZOO_COMPILATION_CACHE='sometimes': expected on or off; the compilation "
+            "cache stays on\n") in errors[0] and "RuntimeWarning" not in errors[0]
 
 
 @pytest.fixture
