@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():  # said now, not after minutes of timing
+        parser.error(f"--out {args.out}: " + ("a folder, not a file" if out.is_dir() else
+                                              f"no folder {out.parent}"))
+    if args.model and not Path(args.model).is_dir():
+        parser.error(f"--model {args.model}: not a folder")
 
     import zoo
     import zoo.embeddings
@@ -63,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         lambda: zoo.load("all-minilm-l6-v2", weights=weights, head="sst2", seed=0),
         lambda m: m.predict(texts, batch_size=64))}
     if args.model:
+        from zoo.errors import USER_ERRORS, one_line
+
+        try:  # a folder that is no model: one line now, not a traceback minutes later
+            zoo.load(args.model)
+        except USER_ERRORS as err:
+            parser.error(f"--model {args.model}: {one_line(err)}")
         loaders[f"{Path(args.model).name} predict"] = (
             lambda: zoo.load(args.model), lambda m: m.predict(texts, batch_size=64))
     info = machine()
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{median['xla']:.3f} s | {span(ratios['ynn-off'])} | "
                      f"{span(ratios['xla'])} | {choice} |")
     text = "\n".join(lines) + "\n"
-    atomic_write_text(Path(args.out), text)
+    atomic_write_text(out, text)
     print(text)
     return 0
 
